@@ -32,6 +32,7 @@ __all__ = [
     "MalformedJws",
     "MalformedSignatureHeader",
     "NotYetValid",
+    "SignatureMissing",
     "TokenExpired",
     "TooDeep",
     "TooLarge",
@@ -183,6 +184,12 @@ class MalformedSignatureHeader(KeysError):
     """``Signature``/``Signature-Input`` do not parse (RFC 9421 s4, RFC 8941)."""
 
     code = "malformed_signature"
+
+
+class SignatureMissing(KeysError):
+    """No ``Signature``/``Signature-Input`` member under the label the policy requires."""
+
+    code = "signature_missing"
 
 
 class CoverageInsufficient(KeysError):
