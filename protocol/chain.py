@@ -1,0 +1,135 @@
+"""Hash chains: transcripts, lifecycle events and the audit log share one rule.
+
+A chained record carries ``seq`` (0, 1, 2, ...), ``prev`` (the previous
+record's ``hash``, or :data:`GENESIS` for ``seq`` 0) and ``hash``, which is
+the SHA-256 of the RFC 8785 form of the record *without* ``hash``. Changing,
+inserting, dropping or reordering any record therefore changes some ``hash``
+or breaks some ``prev`` link, the property RFC 6962-style logs and Rekor
+checkpoints rely on. :func:`verify_links` checks a run of records and returns
+the head; comparing that head with a signed checkpoint (or the bundle's
+integrity block) detects truncation.
+
+:func:`parse_record` additionally requires the stored bytes to be exactly the
+canonical form of the parsed record, so *any* byte change to a stored record
+is detected, including ones that would parse to the same values (an escape
+written ``\\u001F`` instead of ``\\u001f``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Self, TypeVar
+
+from pydantic import Field
+
+from protocol.canonical import canonical_digest
+from protocol.errors import ChainBreak, HeadMismatch, InvalidArtifact, SeqViolation
+from protocol.model import BatonModel, Digest
+
+__all__ = [
+    "EMPTY",
+    "GENESIS",
+    "ChainHead",
+    "ChainedRecord",
+    "head_of",
+    "parse_record",
+    "verify_links",
+]
+
+GENESIS: Final = "sha256:" + "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The last record of a chain: its ``seq`` and ``hash``. Empty chain: ``(-1, GENESIS)``."""
+
+    seq: int = -1
+    hash: str = GENESIS
+
+    @property
+    def next_seq(self) -> int:
+        return self.seq + 1
+
+
+EMPTY: Final = ChainHead()
+
+
+class ChainedRecord(BatonModel):
+    """Base for chained records. Subclasses add their own fields."""
+
+    #: the member that scopes a chain (``conversation``, ``bundle_id``...), or None.
+    chain_key: ClassVar[str | None] = None
+
+    seq: int = Field(ge=0)
+    prev: Digest
+    hash: Digest
+
+    @classmethod
+    def create(cls, head: ChainHead, **fields: Any) -> Self:
+        """The record that extends ``head``: ``seq``/``prev`` set, ``hash`` computed."""
+        draft = cls.model_validate(
+            {**fields, "seq": head.next_seq, "prev": head.hash, "hash": GENESIS}
+        )
+        return draft.model_copy(update={"hash": draft.compute_hash()})
+
+    def compute_hash(self) -> str:
+        """SHA-256 over the canonical form without ``hash``."""
+        return canonical_digest(self.model_dump(mode="json", by_alias=True, exclude={"hash"}))
+
+    @property
+    def head(self) -> ChainHead:
+        return ChainHead(self.seq, self.hash)
+
+
+def verify_links(
+    records: Iterable[ChainedRecord],
+    *,
+    start: ChainHead = EMPTY,
+    scope: str | None = None,
+    expected_head: ChainHead | None = None,
+) -> ChainHead:
+    """Check that ``records`` extend ``start`` link by link; return the new head.
+
+    * a ``seq`` that is not the next one: :class:`SeqViolation` (reordered, H04);
+    * a ``prev`` that is not the previous ``hash``, or a ``hash`` that does not
+      recompute: :class:`ChainBreak` (injected or edited, H02);
+    * a record from another chain (its ``chain_key`` member differs from
+      ``scope``): :class:`ChainBreak`;
+    * a final head other than ``expected_head``: :class:`HeadMismatch`
+      (truncated, H03).
+    """
+    head = start
+    for record in records:
+        key = record.chain_key
+        if scope is not None and key is not None and getattr(record, key) != scope:
+            raise ChainBreak(f"record {record.seq} belongs to another chain")
+        if record.seq != head.next_seq:
+            raise SeqViolation(f"seq {record.seq} where {head.next_seq} was expected")
+        if record.prev != head.hash:
+            raise ChainBreak(f"record {record.seq}: prev does not match the previous hash")
+        if record.compute_hash() != record.hash:
+            raise ChainBreak(f"record {record.seq}: content does not match its hash")
+        head = record.head
+    if expected_head is not None and head != expected_head:
+        raise HeadMismatch(
+            f"chain ends at seq {head.seq}, expected seq {expected_head.seq} "
+            "with the signed head hash"
+        )
+    return head
+
+
+R = TypeVar("R", bound=ChainedRecord)
+
+
+def parse_record(cls: type[R], data: bytes) -> R:
+    """Parse one stored record; its bytes must be exactly its canonical form."""
+    record = cls.parse(data)
+    if record.canonical() != data:
+        raise InvalidArtifact(f"{cls.__name__} bytes are not in canonical form")
+    return record
+
+
+def head_of(mapping: Mapping[str, Any]) -> ChainHead:
+    """A :class:`ChainHead` from ``{"seq": ..., "hash": ...}`` (checkpoints, integrity blocks)."""
+    return ChainHead(int(mapping["seq"]), str(mapping["hash"]))

@@ -1,0 +1,524 @@
+"""Baton's one error hierarchy.
+
+Every error has a stable string :attr:`~BatonError.code` (never renamed: it is
+part of the public contract, and audit events and metrics are keyed by it), an
+HTTP status, and a short public message. The precise internal reason is the
+``detail`` argument: it goes to logs, metrics and the audit event, never to
+the caller (``public()`` omits it).
+
+::
+
+    BatonError (500 internal_error)
+    +-- InvalidRequest (400)            malformed_input, too_deep, invalid_identity, ...
+    |   +-- InvalidEnvelope (400)       one body for every JWE failure; compression_not_allowed
+    +-- AuthenticationFailed (401)      bad_signature, replay_detected, expired, unknown_kid, ...
+    +-- Forbidden (403)                 policy_denied, not_participant, ...
+    +-- NotFound (404)
+    +-- Conflict (409)                  duplicate_bundle, stale_decision, out_of_order
+    +-- PayloadTooLarge (413), HeadersTooLarge (431)
+    +-- IntegrityError (422)            chain_break, head_mismatch, seq_violation, binding_mismatch
+    +-- RateLimited (429)
+    +-- Unavailable (503)               store_unavailable, audit_unavailable
+    +-- ConfigurationError (500)        invalid_key, insecure_key_file, invalid_config
+
+The statuses follow the table in ``research/security.md`` §1. ``keys/`` sits
+below this module and raises :class:`keys.errors.KeysError` with the same
+codes; :func:`from_keys_error` maps them here, and :func:`translating` does so
+for a block of code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from keys.errors import KeysError
+
+__all__ = [
+    "ERRORS_BY_CODE",
+    "AlgorithmMismatch",
+    "AlgorithmNotAllowed",
+    "AuditUnavailable",
+    "AuthenticationFailed",
+    "BadAudience",
+    "BadIssuer",
+    "BadSignature",
+    "BatonError",
+    "BindingMismatch",
+    "CertificateRejected",
+    "ChainBreak",
+    "ChainConflict",
+    "CompressionNotAllowed",
+    "ConfigurationError",
+    "Conflict",
+    "CryptoError",
+    "DigestInvalid",
+    "DigestMismatch",
+    "DuplicateBundle",
+    "Forbidden",
+    "HeadMismatch",
+    "HeadersTooLarge",
+    "IdentityMismatch",
+    "InsecureKeyFile",
+    "InsufficientCoverage",
+    "IntegrityError",
+    "InvalidArtifact",
+    "InvalidEnvelope",
+    "InvalidIdentity",
+    "InvalidKeyMaterial",
+    "InvalidRequest",
+    "MalformedInput",
+    "MalformedJws",
+    "MalformedSignature",
+    "NotFound",
+    "NotParticipant",
+    "NotRecipient",
+    "NotYetValid",
+    "OutOfOrder",
+    "PayloadTooLarge",
+    "PolicyDenied",
+    "RateLimited",
+    "ReplayDetected",
+    "SeqViolation",
+    "SignatureMissing",
+    "Stale",
+    "StaleDecision",
+    "StoreUnavailable",
+    "TokenExpired",
+    "TooDeep",
+    "Unavailable",
+    "UnknownKeyId",
+    "UnsupportedCrit",
+    "UnsupportedHeader",
+    "UntrustedKey",
+    "WrongType",
+    "from_keys_error",
+    "translating",
+]
+
+#: code -> class, filled by ``BatonError.__init_subclass__``.
+ERRORS_BY_CODE: dict[str, type[BatonError]] = {}
+
+
+class BatonError(Exception):
+    """Root of the hierarchy. Subclasses set the class attributes."""
+
+    code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+    public_message: ClassVar[str] = "internal error"
+    retryable: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            if cls.code in ERRORS_BY_CODE:
+                raise TypeError(f"error code {cls.code!r} defined twice")
+            ERRORS_BY_CODE[cls.code] = cls
+
+    def __init__(self, detail: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail
+        self.retry_after = retry_after
+
+    def public(self) -> dict[str, Any]:
+        """What the caller may see: code, message, retryability. Never ``detail``."""
+        body: dict[str, Any] = {
+            "code": self.code,
+            "message": self.public_message,
+            "retryable": self.retryable,
+        }
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
+        return body
+
+    def diagnostics(self) -> str:
+        """The internal reason, for logs and audit events only."""
+        return f"{self.code}: {self.detail}" if self.detail else self.code
+
+
+ERRORS_BY_CODE[BatonError.code] = BatonError
+
+
+# --------------------------------------------------------------------------- 400
+class InvalidRequest(BatonError):
+    """The request is malformed; nothing about it was trusted."""
+
+    code = "invalid_request"
+    http_status = 400
+    public_message = "invalid request"
+
+
+class MalformedInput(InvalidRequest):
+    """Bytes that do not parse under the strict rules (JSON, base64url, ...)."""
+
+    code = "malformed_input"
+
+
+class TooDeep(InvalidRequest):
+    """JSON nested deeper than the limit (threat X02)."""
+
+    code = "too_deep"
+
+
+class InvalidIdentity(InvalidRequest):
+    """A SPIFFE ID or operator identity that does not parse."""
+
+    code = "invalid_identity"
+
+
+class InvalidArtifact(InvalidRequest):
+    """A Baton artifact (request, bundle, decision, capsule claims) that fails its schema."""
+
+    code = "invalid_artifact"
+
+
+class InvalidEnvelope(InvalidRequest):
+    """A JWE that does not parse or decrypt. One body for every cause (E01-E10)."""
+
+    code = "invalid_envelope"
+    public_message = "invalid envelope"
+
+
+class CompressionNotAllowed(InvalidEnvelope):
+    """JWE ``zip``: compression is refused outright (E05)."""
+
+    code = "compression_not_allowed"
+
+
+# --------------------------------------------------------------------------- 401
+class AuthenticationFailed(BatonError):
+    """A credential, signature or freshness check failed (RFC 6750 s3.1 ``invalid_token``)."""
+
+    code = "unauthenticated"
+    http_status = 401
+    public_message = "authentication failed"
+    www_authenticate: ClassVar[str] = 'Bearer error="invalid_token"'
+
+
+# Codes shared with keys.errors, one class each (see the catalogue in security.md).
+class MalformedJws(AuthenticationFailed):
+    """Unparseable JWS."""
+
+    code = "malformed_jws"
+
+
+class AlgorithmNotAllowed(AuthenticationFailed):
+    """none/HMAC/unknown alg."""
+
+    code = "alg_not_allowed"
+
+
+class AlgorithmMismatch(AuthenticationFailed):
+    """alg differs from the key's."""
+
+    code = "alg_mismatch"
+
+
+class UnknownKeyId(AuthenticationFailed):
+    """kid not known."""
+
+    code = "unknown_kid"
+
+
+class UntrustedKey(AuthenticationFailed):
+    """Key from a header, not config."""
+
+    code = "untrusted_key"
+
+
+class UnsupportedCrit(AuthenticationFailed):
+    """crit/b64 extension."""
+
+    code = "unsupported_crit"
+
+
+class UnsupportedHeader(AuthenticationFailed):
+    """Header not allowed."""
+
+    code = "unsupported_header"
+
+
+class WrongType(AuthenticationFailed):
+    """typ of another artifact."""
+
+    code = "wrong_typ"
+
+
+class BadSignature(AuthenticationFailed):
+    """Signature fails."""
+
+    code = "bad_signature"
+
+
+class TokenExpired(AuthenticationFailed):
+    """exp has passed."""
+
+    code = "expired"
+
+
+class NotYetValid(AuthenticationFailed):
+    """nbf/iat ahead."""
+
+    code = "not_yet_valid"
+
+
+class BadAudience(AuthenticationFailed):
+    """aud not ours."""
+
+    code = "bad_audience"
+
+
+class BadIssuer(AuthenticationFailed):
+    """iss not exact."""
+
+    code = "bad_issuer"
+
+
+class IdentityMismatch(AuthenticationFailed):
+    """Credentials disagree."""
+
+    code = "identity_mismatch"
+
+
+class SignatureMissing(AuthenticationFailed):
+    """No required signature."""
+
+    code = "signature_missing"
+
+
+class MalformedSignature(AuthenticationFailed):
+    """Bad RFC 9421 fields."""
+
+    code = "malformed_signature"
+
+
+class InsufficientCoverage(AuthenticationFailed):
+    """RFC 9421 signature misses required components or parameters (R10)."""
+
+    code = "insufficient_coverage"
+
+
+class DigestMismatch(AuthenticationFailed):
+    """Content-Digest wrong (R11)."""
+
+    code = "digest_mismatch"
+
+
+class CertificateRejected(AuthenticationFailed):
+    """Bad peer certificate."""
+
+    code = "certificate_rejected"
+
+
+class Stale(AuthenticationFailed):
+    """created outside the freshness window (R06, R07)."""
+
+    code = "stale"
+
+
+class ReplayDetected(AuthenticationFailed):
+    """Nonce seen before (R01-R05)."""
+
+    code = "replay_detected"
+
+
+# --------------------------------------------------------------------------- 403
+class Forbidden(BatonError):
+    """Authenticated, but not allowed."""
+
+    code = "forbidden"
+    http_status = 403
+    public_message = "forbidden"
+
+
+class PolicyDenied(Forbidden):
+    """Denied by policy."""
+
+    code = "policy_denied"
+
+
+class NotParticipant(Forbidden):
+    """Sender is not in the conversation (H01)."""
+
+    code = "not_participant"
+
+
+class NotRecipient(Forbidden):
+    """Capsule or bundle not addressed to the opener."""
+
+    code = "not_recipient"
+
+
+# --------------------------------------------------------------------------- 404
+class NotFound(BatonError):
+    """Absent, or present but not visible to this caller (existence is not revealed)."""
+
+    code = "not_found"
+    http_status = 404
+    public_message = "not found"
+
+
+# --------------------------------------------------------------------------- 409
+class Conflict(BatonError):
+    """The request conflicts with current state."""
+
+    code = "conflict"
+    http_status = 409
+    public_message = "conflict"
+
+
+class DuplicateBundle(Conflict):
+    """Bundle replayed (H06)."""
+
+    code = "duplicate_bundle"
+
+
+class StaleDecision(Conflict):
+    """Decision for an old version or lease."""
+
+    code = "stale_decision"
+
+
+class OutOfOrder(Conflict):
+    """Sequence went back or skipped (R08)."""
+
+    code = "out_of_order"
+
+
+class ChainConflict(Conflict):
+    """Compare-and-append lost a race; retry."""
+
+    code = "chain_conflict"
+
+
+# --------------------------------------------------------------------------- 413/431
+class PayloadTooLarge(BatonError):
+    """Body or artifact over its cap (X01, H13)."""
+
+    code = "payload_too_large"
+    http_status = 413
+    public_message = "payload too large"
+
+
+class HeadersTooLarge(BatonError):
+    """Header section over its cap (X04)."""
+
+    code = "headers_too_large"
+    http_status = 431
+    public_message = "request header fields too large"
+
+
+# --------------------------------------------------------------------------- 422
+class IntegrityError(BatonError):
+    """Well-formed, but fails integrity or binding checks."""
+
+    code = "bundle_integrity"
+    http_status = 422
+    public_message = "integrity check failed"
+
+
+class ChainBreak(IntegrityError):
+    """prev does not link (H02)."""
+
+    code = "chain_break"
+
+
+class HeadMismatch(IntegrityError):
+    """Chain head is not the signed one (H03)."""
+
+    code = "head_mismatch"
+
+
+class SeqViolation(IntegrityError):
+    """Sequence numbers out of order (H04)."""
+
+    code = "seq_violation"
+
+
+class BindingMismatch(IntegrityError):
+    """Artifact bound to something else (H05)."""
+
+    code = "binding_mismatch"
+
+
+class DigestInvalid(IntegrityError):
+    """A recorded digest does not match content."""
+
+    code = "digest_invalid"
+
+
+# --------------------------------------------------------------------------- 429/503
+class RateLimited(BatonError):
+    """Over the rate limit; ``retry_after`` seconds (X06, H11)."""
+
+    code = "rate_limited"
+    http_status = 429
+    public_message = "rate limited"
+    retryable = True
+
+
+class Unavailable(BatonError):
+    """A dependency is down; Baton fails closed."""
+
+    code = "unavailable"
+    http_status = 503
+    public_message = "service unavailable"
+    retryable = True
+
+
+class StoreUnavailable(Unavailable):
+    """Store down."""
+
+    code = "store_unavailable"
+
+
+class AuditUnavailable(Unavailable):
+    """Audit down."""
+
+    code = "audit_unavailable"
+
+
+# --------------------------------------------------------------------------- 500
+class ConfigurationError(BatonError):
+    """The operator's configuration or key material is wrong. Fix and restart."""
+
+    code = "invalid_config"
+    http_status = 500
+    public_message = "internal error"
+
+
+class InvalidKeyMaterial(ConfigurationError):
+    """Bad key."""
+
+    code = "invalid_key"
+
+
+class InsecureKeyFile(InvalidKeyMaterial):
+    """Key file readable by others."""
+
+    code = "insecure_key_file"
+
+
+class CryptoError(BatonError):
+    """Unclassified crypto failure."""
+
+    code = "crypto_error"
+
+
+# ``keys.errors.TooLarge`` carries code "payload_too_large": PayloadTooLarge above.
+
+
+def from_keys_error(exc: KeysError) -> BatonError:
+    """The :class:`BatonError` for a ``keys/`` error, keeping its detail."""
+    cls = ERRORS_BY_CODE.get(exc.code, BatonError)
+    return cls(exc.detail)
+
+
+@contextmanager
+def translating() -> Iterator[None]:
+    """Re-raise any :class:`KeysError` raised in the block as a :class:`BatonError`."""
+    try:
+        yield
+    except KeysError as exc:
+        raise from_keys_error(exc) from exc

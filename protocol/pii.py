@@ -1,0 +1,183 @@
+"""PII masking with salted commitments, so a reveal can be checked against a signature.
+
+Before a bundle is signed, each value at a listed JSON Pointer (RFC 6901) is
+replaced by a token such as ``<PII_1>`` and a :class:`MaskedField` records
+``commitment = sha256(salt || JCS(value))`` with a fresh 128-bit salt. The
+signature covers the masked document and the commitments; the originals and
+their salts travel separately (:class:`Reveal`), encrypted to the same
+operators. Revealing a field is then: show the original, after checking
+``verify_reveal`` against the signed commitment. The signature never breaks
+and a forged "original" cannot pass.
+
+Pointer extension: a segment ``*`` matches every member of an object or
+every element of an array (agents rarely know array indexes in advance). A
+pointer without ``*`` must resolve; a ``*`` pointer may match nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pydantic import JsonValue
+
+from keys.b64 import b64url_decode, b64url_encode
+from keys.errors import MalformedInput
+from protocol.canonical import DIGEST_PREFIX, canonical_json
+from protocol.errors import DigestInvalid, InvalidArtifact
+from protocol.model import BatonModel, Digest, JsonPointer, ShortText
+
+__all__ = [
+    "MaskedField",
+    "Reveal",
+    "RevealSet",
+    "commitment",
+    "mask",
+    "resolve",
+    "verify_reveal",
+]
+
+TOKEN_FORMAT: Final = "<PII_{n}>"  # noqa: S105 - a display placeholder, not a secret
+MAX_MASKED: Final = 1024
+
+
+class MaskedField(BatonModel):
+    """A masked value: where it was, the token shown, and the commitment."""
+
+    path: JsonPointer
+    token: ShortText
+    commitment: Digest
+    entity: ShortText | None = None
+
+
+class Reveal(BatonModel):
+    """The original value behind a :class:`MaskedField` and its salt."""
+
+    path: JsonPointer
+    salt: ShortText
+    value: JsonValue
+
+
+class RevealSet(BatonModel):
+    """All reveals for one bundle; encrypted to the bundle's operators."""
+
+    bundle_id: ShortText
+    items: tuple[Reveal, ...]
+
+
+def commitment(salt: bytes, value: JsonValue) -> str:
+    """``sha256:<hex>`` of ``salt || JCS(value)``."""
+    return DIGEST_PREFIX + hashlib.sha256(salt + canonical_json(value)).hexdigest()
+
+
+def _unescape(segment: str) -> str:
+    return segment.replace("~1", "/").replace("~0", "~")
+
+
+def _escape(segment: str) -> str:
+    return segment.replace("~", "~0").replace("/", "~1")
+
+
+def _split(pointer: str) -> list[str]:
+    if pointer == "":
+        return []
+    if not pointer.startswith("/"):
+        raise InvalidArtifact(f"JSON Pointer {pointer!r} must start with '/'")
+    return pointer[1:].split("/")
+
+
+def _children(node: Any, segment: str) -> Iterator[tuple[str, Any]]:
+    """(escaped segment, child) pairs that ``segment`` selects under ``node``."""
+    if isinstance(node, dict):
+        if segment == "*":
+            for key, child in node.items():
+                yield _escape(key), child
+        elif _unescape(segment) in node:
+            yield segment, node[_unescape(segment)]
+    elif isinstance(node, list):
+        if segment == "*":
+            yield from ((str(i), child) for i, child in enumerate(node))
+        elif segment.isdigit() and (segment == "0" or not segment.startswith("0")):
+            index = int(segment)
+            if index < len(node):
+                yield segment, node[index]
+
+
+def resolve(document: Any, pointer: str) -> list[tuple[str, Any]]:
+    """Every ``(concrete pointer, value)`` that ``pointer`` (with ``*``) selects."""
+    matches: list[tuple[str, Any]] = [("", document)]
+    for segment in _split(pointer):
+        matches = [
+            (f"{path}/{escaped}", child)
+            for path, node in matches
+            for escaped, child in _children(node, segment)
+        ]
+    return matches
+
+
+def _replace(document: Any, pointer: str, value: Any) -> None:
+    segments = _split(pointer)
+    if not segments:
+        raise InvalidArtifact("cannot mask the whole document")
+    parent = document
+    for segment in segments[:-1]:
+        parent = parent[_unescape(segment)] if isinstance(parent, dict) else parent[int(segment)]
+    last = segments[-1]
+    if isinstance(parent, dict):
+        parent[_unescape(last)] = value
+    else:
+        parent[int(last)] = value
+
+
+@dataclass(frozen=True, slots=True)
+class MaskResult:
+    document: Any
+    masked: tuple[MaskedField, ...]
+    reveals: tuple[Reveal, ...]
+
+
+def mask(
+    document: Any,
+    pointers: Sequence[str],
+    *,
+    token_bytes: Callable[[int], bytes] = secrets.token_bytes,
+) -> MaskResult:
+    """Mask ``document`` (a JSON value; modified in place and returned).
+
+    ``token_bytes`` supplies salts (inject it for deterministic tests).
+    """
+    masked: list[MaskedField] = []
+    reveals: list[Reveal] = []
+    seen: set[str] = set()
+    for pointer in pointers:
+        matches = resolve(document, pointer)
+        if not matches and "*" not in _split(pointer):
+            raise InvalidArtifact(f"PII path {pointer!r} does not resolve")
+        for path, value in matches:
+            if path in seen:
+                continue
+            if len(masked) >= MAX_MASKED:
+                raise InvalidArtifact(f"more than {MAX_MASKED} PII fields")
+            seen.add(path)
+            salt = token_bytes(16)
+            token = TOKEN_FORMAT.format(n=len(masked) + 1)
+            masked.append(MaskedField(path=path, token=token, commitment=commitment(salt, value)))
+            reveals.append(Reveal(path=path, salt=b64url_encode(salt), value=value))
+            _replace(document, path, token)
+    return MaskResult(document=document, masked=tuple(masked), reveals=tuple(reveals))
+
+
+def verify_reveal(field: MaskedField, reveal: Reveal) -> JsonValue:
+    """Return the revealed value if it matches the signed commitment."""
+    if field.path != reveal.path:
+        raise DigestInvalid("reveal is for another field")
+    try:
+        salt = b64url_decode(reveal.salt)
+    except MalformedInput as exc:
+        raise DigestInvalid("reveal salt is not base64url") from exc
+    if commitment(salt, reveal.value) != field.commitment:
+        raise DigestInvalid("revealed value does not match the signed commitment")
+    return reveal.value
