@@ -1,0 +1,174 @@
+"""The ``baton`` command.
+
+::
+
+    baton init [--trust-domain D] [--force] [DIR]   config + dev CA + gateway keys + 2 agents
+    baton keys new-agent NAME [--dir DIR]           certificate and keys for one more agent
+    baton keys rotate [--agent NAME] [--dir DIR]    new active signing key; old one verify-only
+    baton keys jwks [--agent NAME] [--dir DIR]      public keys as a JWKS (never private ones)
+    baton check-config [--dir DIR]                  validate baton.toml and exit
+    baton demo [DIR]                                a signed, encrypted, replay-proof hop
+
+Exit status: 0 success, 1 refused or failed (the reason on stderr), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.config import ConfigError
+from gateway.config import load as load_config
+from gateway.demo import run_demo
+from gateway.devdata import DataFolder, InitError, init_data_folder, write_agent
+from keys.errors import KeysError
+from keys.files import load_private_jwks, save_jwks, save_private_jwks
+from protocol.errors import BatonError
+from protocol.identity import agent_id, validate_name
+
+__all__ = ["main"]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    root = Path(args.dir)
+    folder = init_data_folder(root, trust_domain=args.trust_domain, force=args.force, now=_now())
+    print(f"Baton initialised in {root.resolve()}")
+    print(f"  config        {folder.config}")
+    print(f"  dev CA        {folder.ca_cert}")
+    print(f"  gateway keys  {folder.gateway}/ (signing key, TLS certificate)")
+    print(f"  agents        {folder.data / 'agents'}/support, billing")
+    print("Private keys are mode 0600 in a git-ignored folder. Next: baton demo")
+    return 0
+
+
+def _append_agent_to_config(folder: DataFolder, name: str) -> None:
+    with folder.config.open("a", encoding="utf-8") as handle:
+        handle.write(f'\n[[agents]]\nname = "{name}"\nsignatures = "required"\n')
+
+
+def _cmd_new_agent(args: argparse.Namespace) -> int:
+    folder = DataFolder(Path(args.dir))
+    config = load_config(folder.config)
+    name = validate_name(args.name)
+    if folder.agent(name).exists() or any(a.name == name for a in config.agents):
+        raise InitError(f"agent {name!r} already exists")
+    write_agent(folder, folder.load_ca(), name, now=_now())
+    _append_agent_to_config(folder, name)
+    load_config(folder.config)  # the file must still validate
+    print(f"agent {agent_id(config.trust_domain, name)} created in {folder.agent(name)}")
+    return 0
+
+
+def _signing_file(folder: DataFolder, agent: str | None) -> Path:
+    if agent is None:
+        return folder.gateway / "signing.jwks"
+    return folder.agent(agent) / "signing.jwks"
+
+
+def _cmd_rotate(args: argparse.Namespace) -> int:
+    folder = DataFolder(Path(args.dir))
+    load_config(folder.config)
+    path = _signing_file(folder, args.agent)
+    keys = load_private_jwks(path).rotated()
+    save_private_jwks(path, keys)
+    if args.agent is None:
+        save_jwks(folder.gateway / "jwks.json", keys.public())
+    else:
+        encryption = load_private_jwks(folder.agent(args.agent) / "encryption.jwks")
+        save_jwks(
+            folder.agent(args.agent) / "public.jwks", keys.public().merged(encryption.public())
+        )
+    who = f"agent {args.agent}" if args.agent else "gateway"
+    print(f"{who}: new active signing key {keys.active.kid}")
+    print(f"  {len(keys.retired)} older key(s) kept for verification only")
+    return 0
+
+
+def _cmd_jwks(args: argparse.Namespace) -> int:
+    folder = DataFolder(Path(args.dir))
+    load_config(folder.config)
+    if args.agent is None:
+        public = load_private_jwks(folder.gateway / "signing.jwks").public()
+    else:
+        agent = folder.agent(args.agent)
+        public = (
+            load_private_jwks(agent / "signing.jwks")
+            .public()
+            .merged(load_private_jwks(agent / "encryption.jwks").public())
+        )
+    print(json.dumps(public.to_jwks(), indent=2))
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    folder = DataFolder(Path(args.dir))
+    config = load_config(folder.config)
+    print(f"{folder.config}: ok (trust domain {config.trust_domain}, {len(config.agents)} agents)")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    run_demo(Path(args.dir), sys.stdout)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="baton", description="Baton security gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    init = commands.add_parser("init", help="create config, dev CA, gateway and agent keys")
+    init.add_argument("dir", nargs="?", default=".", help="folder for baton.toml (default .)")
+    init.add_argument("--trust-domain", default="baton.local", help="SPIFFE trust domain")
+    init.add_argument("--force", action="store_true", help="replace an existing setup")
+    init.set_defaults(run=_cmd_init)
+
+    keys = commands.add_parser("keys", help="manage keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    new_agent = key_commands.add_parser("new-agent", help="issue keys for a new agent")
+    new_agent.add_argument("name")
+    new_agent.set_defaults(run=_cmd_new_agent)
+    rotate = key_commands.add_parser("rotate", help="rotate a signing key")
+    rotate.add_argument("--agent", help="rotate this agent's key instead of the gateway's")
+    rotate.set_defaults(run=_cmd_rotate)
+    jwks = key_commands.add_parser("jwks", help="print public keys as a JWKS")
+    jwks.add_argument("--agent", help="this agent's keys instead of the gateway's")
+    jwks.set_defaults(run=_cmd_jwks)
+    for sub in (new_agent, rotate, jwks):
+        sub.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
+
+    check = commands.add_parser("check-config", help="validate baton.toml")
+    check.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
+    check.set_defaults(run=_cmd_check_config)
+
+    demo = commands.add_parser("demo", help="one signed, encrypted, replay-proof hop")
+    demo.add_argument("dir", nargs="?", default=".", help="folder holding baton.toml")
+    demo.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``baton`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (ConfigError, InitError) as exc:
+        print(f"baton: {exc}", file=sys.stderr)
+    except BatonError as exc:
+        print(f"baton: {exc.code}: {exc.detail or exc.public_message}", file=sys.stderr)
+    except KeysError as exc:
+        print(f"baton: {exc.code}: {exc.detail}", file=sys.stderr)
+    except OSError as exc:
+        print(f"baton: {exc}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

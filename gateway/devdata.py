@@ -1,0 +1,230 @@
+"""The development data folder that ``baton init`` creates.
+
+Layout (everything under ``<dir>/.baton/`` is git-ignored and private keys are
+0600 in 0700 folders)::
+
+    <dir>/baton.toml                       configuration
+    <dir>/.baton/.gitignore                "*": never commit this folder
+    <dir>/.baton/ca/ca.pem                 dev CA certificate (trust anchor)
+    <dir>/.baton/ca/ca.key                 dev CA private key              0600
+    <dir>/.baton/gateway/tls.pem, tls.key  gateway certificate (server+client) and key
+    <dir>/.baton/gateway/signing.jwks      gateway signing keys, active first  0600
+    <dir>/.baton/gateway/jwks.json         gateway public keys (what /.well-known/jwks.json serves)
+    <dir>/.baton/agents/<name>/tls.pem, tls.key
+    <dir>/.baton/agents/<name>/signing.jwks, encryption.jwks   0600
+    <dir>/.baton/agents/<name>/public.jwks                      signing + encryption public keys
+
+Agent names and the trust domain are validated before anything is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from gateway.config import load as load_config
+from keys.files import (
+    load_private_jwks,
+    read_private_file,
+    save_jwks,
+    save_private_jwks,
+    write_private_file,
+    write_public_file,
+)
+from keys.keyset import KeySet, PrivateKeySet
+from keys.material import ENCRYPTION_ALG
+from keys.x509 import DevCertificateAuthority, TrustAnchors
+from protocol.identity import agent_id, gateway_id, validate_name, validate_trust_domain
+
+__all__ = [
+    "SAMPLE_AGENTS",
+    "AgentMaterial",
+    "DataFolder",
+    "GatewayMaterial",
+    "InitError",
+    "init_data_folder",
+]
+
+SAMPLE_AGENTS: Final = ("support", "billing")
+DATA_DIR: Final = ".baton"
+CONFIG_FILE: Final = "baton.toml"
+
+
+class InitError(Exception):
+    """``baton init`` refused (existing files without ``--force``, bad names)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentMaterial:
+    """An agent's identity and keys, loaded once."""
+
+    name: str
+    identity: str
+    signing: PrivateKeySet
+    encryption: PrivateKeySet
+    cert_pem: bytes
+    key_pem: bytes
+
+    def public_keys(self) -> KeySet:
+        return self.signing.public().merged(self.encryption.public())
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayMaterial:
+    identity: str
+    signing: PrivateKeySet
+    cert_pem: bytes
+    key_pem: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DataFolder:
+    """Paths inside ``<root>/.baton``."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / DATA_DIR
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.data / "ca" / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.data / "ca" / "ca.key"
+
+    @property
+    def gateway(self) -> Path:
+        return self.data / "gateway"
+
+    def agent(self, name: str) -> Path:
+        return self.data / "agents" / validate_name(name)
+
+    # ---------------------------------------------------------------- loading
+    def trust_domain(self) -> str:
+        return load_config(self.config).trust_domain
+
+    def load_ca(self) -> DevCertificateAuthority:
+        return DevCertificateAuthority.load(
+            self.ca_cert.read_bytes(), read_private_file(self.ca_key)
+        )
+
+    def trust_anchors(self) -> TrustAnchors:
+        return TrustAnchors.from_pem(self.ca_cert.read_bytes())
+
+    def load_gateway(self, trust_domain: str, name: str = "gw1") -> GatewayMaterial:
+        return GatewayMaterial(
+            identity=str(gateway_id(trust_domain, name)),
+            signing=load_private_jwks(self.gateway / "signing.jwks"),
+            cert_pem=(self.gateway / "tls.pem").read_bytes(),
+            key_pem=read_private_file(self.gateway / "tls.key"),
+        )
+
+    def load_agent(self, trust_domain: str, name: str) -> AgentMaterial:
+        folder = self.agent(name)
+        if not folder.is_dir():
+            raise InitError(f"no agent {name!r}: run 'baton keys new-agent {name}'")
+        return AgentMaterial(
+            name=name,
+            identity=str(agent_id(trust_domain, name)),
+            signing=load_private_jwks(folder / "signing.jwks"),
+            encryption=load_private_jwks(folder / "encryption.jwks"),
+            cert_pem=(folder / "tls.pem").read_bytes(),
+            key_pem=read_private_file(folder / "tls.key"),
+        )
+
+
+def _config_text(trust_domain: str, agents: tuple[str, ...]) -> str:
+    lines = [
+        "# Baton configuration, written by `baton init`.",
+        "# Private keys live in .baton/ (git-ignored, mode 0600). Never commit them.",
+        f'trust_domain = "{trust_domain}"',
+        f'data_dir = "{DATA_DIR}"',
+        "",
+        "[gateway]",
+        'name = "gw1"',
+        'listen = "127.0.0.1:8443"',
+        "",
+        "[store]",
+        'kind = "sqlite"',
+        f'path = "{DATA_DIR}/baton.db"',
+    ]
+    for name in agents:
+        lines += ["", "[[agents]]", f'name = "{name}"', 'signatures = "required"']
+    return "\n".join(lines) + "\n"
+
+
+def write_agent(
+    folder: DataFolder, ca: DevCertificateAuthority, name: str, *, now: dt.datetime
+) -> None:
+    """Issue certificate and keys for agent ``name``."""
+    target = folder.agent(name)
+    identity = str(agent_id(ca.trust_domain, name))
+    issued = ca.issue(identity, usage="client", now=now)
+    signing = PrivateKeySet.generate("Ed25519")
+    encryption = PrivateKeySet.generate(ENCRYPTION_ALG)
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_public_file(target / "tls.pem", issued.chain_pem)
+    write_private_file(target / "tls.key", issued.key_pem)
+    save_private_jwks(target / "signing.jwks", signing)
+    save_private_jwks(target / "encryption.jwks", encryption)
+    save_jwks(target / "public.jwks", signing.public().merged(encryption.public()))
+
+
+def init_data_folder(
+    root: Path,
+    *,
+    trust_domain: str,
+    force: bool,
+    now: dt.datetime,
+    agents: tuple[str, ...] = SAMPLE_AGENTS,
+) -> DataFolder:
+    """Create config, dev CA, gateway keys and sample agents under ``root``.
+
+    Refuses to overwrite an existing config or data folder unless ``force``.
+    """
+    validate_trust_domain(trust_domain)
+    for name in agents:
+        validate_name(name)
+    folder = DataFolder(root)
+    existing = [p for p in (folder.config, folder.data) if p.exists()]
+    if existing and not force:
+        raise InitError(
+            "refusing to overwrite " + ", ".join(str(p) for p in existing) + " (use --force)"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    if folder.data.exists():
+        shutil.rmtree(folder.data)  # --force: replace the whole dev folder, no stale agents
+    folder.data.mkdir(mode=0o700)
+    (folder.data / ".gitignore").write_text("# Private keys: never commit this folder.\n*\n")
+
+    ca = DevCertificateAuthority.create(trust_domain, now=now)
+    write_public_file(folder.ca_cert, ca.cert_pem)
+    write_private_file(folder.ca_key, ca.key_pem)
+
+    gateway = ca.issue(
+        str(gateway_id(trust_domain, "gw1")),
+        usage="both",
+        now=now,
+        dns_names=("localhost",),
+        ip_addresses=("127.0.0.1", "::1"),
+    )
+    write_public_file(folder.gateway / "tls.pem", gateway.chain_pem)
+    write_private_file(folder.gateway / "tls.key", gateway.key_pem)
+    signing = PrivateKeySet.generate("Ed25519")
+    save_private_jwks(folder.gateway / "signing.jwks", signing)
+    save_jwks(folder.gateway / "jwks.json", signing.public())
+
+    for name in agents:
+        write_agent(folder, ca, name, now=now)
+    folder.config.write_text(_config_text(trust_domain, agents), encoding="utf-8")
+    return folder
