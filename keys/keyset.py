@@ -154,7 +154,7 @@ class PrivateKeySet:
         new = new or PrivateKey.generate(self.active.alg)
         if new.kid in self._by_kid:
             raise InvalidKey("the new key is already in the set")
-        return PrivateKeySet([new, *self._keys[: keep + 1]])
+        return PrivateKeySet([new, *self._keys[:keep]])
 
     def public(self) -> KeySet:
         """Public halves, active first."""
