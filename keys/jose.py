@@ -62,6 +62,7 @@ from keys.keyset import KeySet
 from keys.material import (
     CONTENT_ENCRYPTION,
     ENCRYPTION_ALG,
+    REGISTERED_SIGNATURE_ALGS,
     SIGNING_ALGS,
     PrivateKey,
     PublicKey,
@@ -176,7 +177,7 @@ def _check_typ(header: Mapping[str, Any], typ: str | None) -> None:
 
 def _pinned_key(header: Mapping[str, Any], keys: KeySet) -> PublicKey:
     alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in SIGNING_ALGS:
+    if not isinstance(alg, str) or alg not in REGISTERED_SIGNATURE_ALGS:
         raise AlgorithmNotAllowed(f"JWS alg {alg!r} is not allowed")
     key = keys.get(header.get("kid"))
     if key.use != "sig":

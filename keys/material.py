@@ -51,6 +51,7 @@ __all__ = [
     "CONTENT_ENCRYPTION",
     "ENCRYPTION_ALG",
     "HTTPSIG_ALG_NAMES",
+    "REGISTERED_SIGNATURE_ALGS",
     "SIGNING_ALGS",
     "KeyUse",
     "PrivateKey",
@@ -62,6 +63,26 @@ __all__ = [
 KeyUse = Literal["sig", "enc"]
 
 SIGNING_ALGS: Final = frozenset({"Ed25519", "ES256"})
+#: Registered JWS signature algorithms (RFC 7518 s3.1, RFC 8037, RFC 8812, RFC 9864).
+#: A header naming one of these that is not the key's pinned algorithm is an
+#: ``alg_mismatch``; ``none``, HMAC and anything unregistered are ``alg_not_allowed``.
+REGISTERED_SIGNATURE_ALGS: Final = frozenset(
+    {
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "ES256K",
+        "EdDSA",
+        "Ed25519",
+        "Ed448",
+    }
+)
 ENCRYPTION_ALG: Final = "ECDH-ES+A256KW"
 CONTENT_ENCRYPTION: Final = "A256GCM"
 #: RFC 9421 s6.2 algorithm names for our JOSE signing algorithms.
