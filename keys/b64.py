@@ -61,20 +61,17 @@ def b64encode_std(data: bytes) -> str:
 def b64decode_std(text: str) -> bytes:
     """Decode standard base64 (RFC 4648 s4), padding optional (RFC 8941 s4.2.7).
 
-    Rejects characters outside the alphabet and non-canonical trailing bits.
+    Rejects characters outside the alphabet, partial padding, and
+    non-canonical trailing bits (the re-encoding must give back the input).
     """
     stripped = text.rstrip("=")
-    if len(text) - len(stripped) > 2 or (len(text) % 4 and len(text) != len(stripped)):
-        raise MalformedInput("base64: bad padding")
-    translated = stripped.translate(_STD_TO_URL)
-    if "-" in stripped or "_" in stripped:
-        raise MalformedInput("base64: URL-safe characters in standard base64")
+    canonical = stripped + "=" * (-len(stripped) % 4)
+    if text not in (stripped, canonical) or not text.isascii():
+        raise MalformedInput("base64: bad padding or non-ASCII")
     try:
-        return b64url_decode(translated)
-    except MalformedInput:
-        raise
-    except binascii.Error as exc:  # pragma: no cover - b64url_decode pre-validates
-        raise MalformedInput("base64: undecodable") from exc
-
-
-_STD_TO_URL = str.maketrans("+/", "-_")
+        data = base64.b64decode(canonical, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MalformedInput("base64: character outside the alphabet or bad length") from exc
+    if base64.b64encode(data).decode("ascii") != canonical:
+        raise MalformedInput("base64: non-zero trailing bits")
+    return data

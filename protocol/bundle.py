@@ -183,11 +183,11 @@ def _record_body(entry: TranscriptEntry, media_type: str, body: bytes) -> dict[s
     if media_type.split(";", maxsplit=1)[0].strip().lower().endswith("json"):
         try:
             parsed = strictjson.loads(body, max_bytes=MAX_BUNDLE_BYTES)
-            record["json"] = parsed
-            record["json_digest"] = canonical_digest(parsed)
-            return record
-        except KeysError:
-            pass  # not valid JSON after all: keep the exact bytes
+            return {**record, "json_digest": canonical_digest(parsed), "json": parsed}
+        except (KeysError, InvalidArtifact):
+            # Not JSON after all, or JSON that RFC 8785 cannot represent
+            # (integers beyond 2**53): keep the exact bytes instead.
+            pass
     record["raw"] = base64.urlsafe_b64encode(body).rstrip(b"=").decode("ascii")
     return record
 
