@@ -245,3 +245,29 @@ def test_erratum_response_digest(appendix_b: dict[str, Any]) -> None:
     )
     with pytest.raises(BadSignature):
         httpsig.verify(signed_message, key_set(appendix_b), policy_for(case), body=body)
+
+
+@pytest.mark.parametrize("case_id", ["B.2.6", "B.4.1"])
+def test_freshness_with_injected_clock_and_real_clock(
+    appendix_b: dict[str, Any], case_id: str
+) -> None:
+    """R07: the Appendix B signatures (created 2021-04-20) are fresh only under an
+    injected clock set to their creation time; under the real clock they are stale."""
+    import time
+
+    from protocol.errors import Stale
+    from protocol.replay import FreshnessPolicy, check_freshness
+
+    case = next(c for c in appendix_b["cases"] if c["id"] == case_id)
+    message, body = message_of(appendix_b, case)
+    verified = httpsig.verify(
+        message, key_set(appendix_b), policy_for(case), body=body_to_check(message, body)
+    )
+    assert verified.created == 1618884473
+    policy = FreshnessPolicy()
+    check_freshness(verified.created, verified.expires, now=1618884473, policy=policy)
+    check_freshness(verified.created, verified.expires, now=1618884473 + 60, policy=policy)
+    with pytest.raises(Stale):
+        check_freshness(verified.created, verified.expires, now=1618884473 + 61, policy=policy)
+    with pytest.raises(Stale):
+        check_freshness(verified.created, verified.expires, now=time.time(), policy=policy)
