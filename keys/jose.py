@@ -264,7 +264,7 @@ def verify_general(
     value: str | bytes | Mapping[str, Any],
     keys: KeySet,
     *,
-    typ: str,
+    typ: str | None,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[VerifiedJws]:
     """Verify every signature of a general JSON JWS; all must verify.
@@ -273,7 +273,12 @@ def verify_general(
     key outside ``keys`` fails the whole object: partial acceptance would let
     an attacker append signatures (threat J16).
     """
-    obj = parse_json_object(value, max_bytes)
+    try:
+        obj = parse_json_object(value, max_bytes)
+    except TooLarge:
+        raise
+    except MalformedInput as exc:
+        raise MalformedJws(f"general JWS: {exc.detail}") from exc
     if set(obj) != {"payload", "signatures"}:
         raise MalformedJws("general JWS must have exactly 'payload' and 'signatures'")
     signatures = obj["signatures"]

@@ -215,6 +215,8 @@ def _public_jwk(crypto: _PublicCrypto) -> dict[str, str]:
 def validate_p256_point(jwk: Mapping[str, Any]) -> None:
     """Raise :class:`InvalidKey` unless ``x``/``y`` are a point on P-256 (invalid-curve
     defence for ephemeral ECDH keys, RFC 7518 s4.6, threat E01)."""
+    if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+        raise InvalidKey("not a P-256 EC JWK")
     if not isinstance(jwk.get("x"), str) or not isinstance(jwk.get("y"), str):
         raise InvalidKey("EC JWK needs string 'x' and 'y'")
     _public_from_jwk("EC", jwk)

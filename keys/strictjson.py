@@ -28,8 +28,13 @@ __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_DEPTH", "loads", "loads_object"]
 DEFAULT_MAX_BYTES = 1 << 20
 DEFAULT_MAX_DEPTH = 64
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NON_BRACKET = re.compile(r"[^\[\]{}]+")
+# Inside valid JSON, backslashes occur only in strings, and once escapes are
+# gone a string is '"' + non-quotes + '"'. Both passes run in C.
+_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_SIMPLE_STRING = re.compile(r'"[^"]*"')
+# What remains outside strings is ASCII: keep only the brackets.
+_ONLY_BRACKETS = {code: None for code in range(128) if chr(code) not in "[]{}"}
+_INNERMOST = re.compile(r"\[\]|\{\}")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -67,14 +72,20 @@ def _depth_exceeds(text: str, max_depth: int) -> bool:
     """True when brackets nest deeper than ``max_depth``.
 
     Only called on text that already parsed, so strings are well formed and
-    brackets balance: strip strings, keep brackets, then peel one level of
-    ``[]``/``{}`` per round. Every step runs in C.
+    brackets balance: drop escapes, then strings, keep brackets, then peel one
+    level of ``[]``/``{}`` per round. Every step runs in C; text with no more
+    opening brackets than ``max_depth`` skips all of it.
     """
-    brackets = _NON_BRACKET.sub("", _STRING.sub("", text))
+    if text.count("[") + text.count("{") <= max_depth:
+        return False
+    brackets = _SIMPLE_STRING.sub("", _ESCAPE.sub("", text)).translate(_ONLY_BRACKETS)
     for _ in range(max_depth):
         if not brackets:
             return False
-        brackets = brackets.replace("[]", "").replace("{}", "")
+        # One pass removes exactly one level: re.sub does not rescan what it
+        # produced, so "{[]}" becomes "{}", not "" (two chained str.replace
+        # calls would peel an array and its enclosing object in one round).
+        brackets = _INNERMOST.sub("", brackets)
     return bool(brackets)
 
 

@@ -75,6 +75,21 @@ def test_depth_limit_is_exact() -> None:
     assert strictjson.loads('{"a":' * 8 + "1" + "}" * 8, max_depth=8)
 
 
+@pytest.mark.parametrize("depth", [2, 7, 64])
+def test_depth_limit_with_alternating_arrays_and_objects(depth: int) -> None:
+    """``[{"a":[{...}]}]``: each level is one bracket, whatever its kind."""
+
+    def nested(levels: int) -> str:
+        text = "1"
+        for level in range(levels):
+            text = f"[{text}]" if level % 2 else f'{{"a":{text}}}'
+        return text
+
+    assert strictjson.loads(nested(depth), max_depth=depth) is not None
+    with pytest.raises(TooDeep):
+        strictjson.loads(nested(depth + 1), max_depth=depth)
+
+
 def test_brackets_inside_strings_do_not_count_towards_depth() -> None:
     assert strictjson.loads('["[[[[[[[[[[", "\\"]]]]"]', max_depth=1) == ["[[[[[[[[[[", '"]]]]']
 
