@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import Field, model_validator
 
 from keys import strictjson
 from keys.errors import KeysError
@@ -51,7 +51,7 @@ from protocol.errors import (
     translating,
 )
 from protocol.handoff import HandoffRequest
-from protocol.model import BatonModel, Digest, Identity, Name, ShortText
+from protocol.model import BatonModel, Digest, Identity, JsonData, Name, ShortText
 from protocol.pii import MaskedField, RevealSet, mask, resolve
 from protocol.transcript import TranscriptEntry
 
@@ -101,7 +101,7 @@ class RecordedBody(BatonModel):
 
     seq: int = Field(ge=0)
     media_type: ShortText
-    json_: JsonValue = Field(default=None, alias="json")
+    json_: JsonData = Field(default=None, alias="json")
     json_digest: Digest | None = None
     raw: str | None = None
 

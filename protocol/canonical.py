@@ -50,7 +50,14 @@ import rfc8785
 
 from protocol.errors import InvalidArtifact
 
-__all__ = ["DIGEST_PREFIX", "canonical_digest", "canonical_json", "digest", "is_digest"]
+__all__ = [
+    "DIGEST_PREFIX",
+    "canonical_digest",
+    "canonical_json",
+    "digest",
+    "is_digest",
+    "require_plain_json",
+]
 
 DIGEST_PREFIX: Final = "sha256:"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
@@ -91,7 +98,14 @@ def canonical_json(value: Any) -> bytes:
     ``str``, ``int``, ``float``, ``bool``, ``None``).
 
     Raises :class:`InvalidArtifact` for values JCS cannot represent: NaN and
-    infinities, integers beyond +/-2**53, lone surrogates, non-JSON types.
+    infinities, integers beyond +/-2**53 (and integral floats that would print
+    as such), lone surrogates, non-JSON types.
+
+    Precondition: mapping keys are ``str``. Values parsed from JSON and dumped
+    from our models always satisfy it; checking it here would cost a walk of
+    the whole value (~90 us per 4 KiB). Entry points that take JSON built in
+    Python code (:func:`protocol.capsule.seal_capsule_at`) check it themselves
+    with :func:`require_plain_json`.
     """
     try:
         text = json.dumps(
@@ -104,11 +118,43 @@ def canonical_json(value: Any) -> bytes:
     except UnicodeEncodeError as exc:
         raise InvalidArtifact("lone surrogate in a string") from exc
     if _needs_reference(text, encoded):
+        _refuse_inexact_floats(value)
         try:
             return bytes(rfc8785.dumps(value))
         except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
             raise InvalidArtifact(f"value is not canonicalisable JSON: {exc}") from exc
     return encoded
+
+
+_MAX_EXACT: Final = 2**53
+
+
+def _refuse_inexact_floats(value: Any) -> None:
+    """Refuse integral floats in [2**53, 1e21): ECMAScript prints them as plain
+    digits (``1e16`` -> ``10000000000000000``), which parse back as an integer
+    JCS cannot represent, so the canonical form would not survive a round trip
+    through any verifier that re-canonicalises (I-JSON, RFC 7493 s2.2)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is float:
+            if item.is_integer() and _MAX_EXACT <= abs(item) < 1e21:
+                raise InvalidArtifact(f"float {item!r} has no exact I-JSON form")
+        elif type(item) is dict:
+            stack.extend(item.values())
+        elif type(item) in (list, tuple):
+            stack.extend(item)
+
+
+def require_plain_json(value: Any) -> None:
+    """Raise :class:`InvalidArtifact` unless ``value`` survives a JSON round
+    trip unchanged (``str`` keys only, no tuples-as-lists surprises, no NaN)."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArtifact(f"value is not JSON: {exc}") from exc
+    if json.loads(text) != value:  # noqa: TID251 - our own output, compared, not trusted
+        raise InvalidArtifact("value changes in a JSON round trip (non-string keys?)")
 
 
 def digest(data: bytes) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import Field, model_validator
 
 from keys.b64 import b64url_encode
 from keys.jose import (
@@ -41,6 +41,7 @@ from keys.jose import (
 )
 from keys.keyset import KeySet, PrivateKeySet
 from keys.material import PrivateKey
+from protocol.canonical import require_plain_json
 from protocol.directory import KeyDirectory
 from protocol.errors import (
     BindingMismatch,
@@ -51,7 +52,7 @@ from protocol.errors import (
     TokenExpired,
     translating,
 )
-from protocol.model import BatonModel, Identity, Nonce, ShortText
+from protocol.model import BatonModel, Identity, JsonData, Nonce, ShortText
 
 __all__ = [
     "CAPSULE_JWE_TYP",
@@ -82,7 +83,7 @@ class CapsuleClaims(BatonModel):
     iat: int = Field(ge=0)
     exp: int = Field(ge=0)
     cty: ShortText | None = None
-    payload: JsonValue
+    payload: JsonData
 
     @model_validator(mode="after")
     def _check(self) -> CapsuleClaims:
@@ -101,12 +102,12 @@ class OpenedCapsule:
     sender_kid: str
 
     @property
-    def payload(self) -> JsonValue:
+    def payload(self) -> JsonData:
         return self.claims.payload
 
 
 def seal_capsule_at(
-    payload: JsonValue,
+    payload: JsonData,
     *,
     sender: str,
     signing_key: PrivateKey,
@@ -122,6 +123,7 @@ def seal_capsule_at(
 
     ``nonce`` defaults to 128 random bits. Returns the JWE as a JSON object.
     """
+    require_plain_json(payload)
     iat = math.floor(now)
     claims = CapsuleClaims(
         iss=sender,
@@ -141,7 +143,7 @@ def seal_capsule_at(
         )
 
 
-def seal_capsule(payload: JsonValue, **kwargs: Any) -> dict[str, Any]:
+def seal_capsule(payload: JsonData, **kwargs: Any) -> dict[str, Any]:
     """:func:`seal_capsule_at` with the current time."""
     return seal_capsule_at(payload, now=time.time(), **kwargs)
 

@@ -27,7 +27,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import Field, model_validator
 
 from keys.b64 import b64url_encode
 from keys.jose import sign_compact, verify_compact
@@ -44,7 +44,7 @@ from protocol.errors import (
     translating,
 )
 from protocol.handoff import DecisionType, HandoffRequest
-from protocol.model import BatonModel, Digest, Name, Nonce, OperatorIdentity, Text
+from protocol.model import BatonModel, Digest, JsonData, Name, Nonce, OperatorIdentity, Text
 
 __all__ = [
     "DECISION_TYP",
@@ -65,9 +65,9 @@ class DecisionBody(BatonModel):
 
     type: DecisionType
     commitment: Literal["agreed", "refused"]
-    arguments: JsonValue = None
+    arguments: JsonData = None
     args_digest: Digest | None = None
-    response: JsonValue = None
+    response: JsonData = None
     reroute_queue: Name | None = None
     message: Text | None = None
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import Field, model_validator
 
 from protocol.canonical import canonical_digest
 from protocol.errors import BindingMismatch
-from protocol.model import BatonModel, Digest, JsonPointer, Name, ShortText, Text
+from protocol.model import BatonModel, Digest, JsonData, JsonPointer, Name, ShortText, Text
 
 __all__ = [
     "DECISION_TYPES",
@@ -86,7 +86,7 @@ class RequestedAction(BatonModel):
 
     kind: Literal["tool_call", "skill_call", "answer", "other"]
     target: ShortText | None = None
-    arguments: JsonValue = None
+    arguments: JsonData = None
     args_digest: Digest | None = None
 
     @model_validator(mode="after")
@@ -117,12 +117,12 @@ class HandoffRequest(BatonModel):
     failure: Failure | None = None
     requested_action: RequestedAction | None = None
     allowed_decisions: tuple[DecisionType, ...] = Field(min_length=1, max_length=5)
-    response_schema: dict[str, JsonValue] | None = None
+    response_schema: dict[str, JsonData] | None = None
     priority: int = Field(default=3, ge=1, le=4)
     sla: Sla
     idempotency_key: str = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
     pii_paths: tuple[JsonPointer, ...] = Field(default=(), max_length=64)
-    capsule: dict[str, JsonValue] | None = None
+    capsule: dict[str, JsonData] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> HandoffRequest:

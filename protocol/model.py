@@ -31,6 +31,7 @@ __all__ = [
     "BatonModel",
     "Digest",
     "Identity",
+    "JsonData",
     "JsonPointer",
     "Name",
     "Nonce",
@@ -62,6 +63,13 @@ def _json_pointer(value: str) -> str:
 
 
 JsonPointer = Annotated[str, AfterValidator(_json_pointer)]
+
+JsonData = Any
+"""An arbitrary JSON value carried inside an artifact (a payload, arguments, a
+response). Deliberately not pydantic's ``JsonValue``: that validates node by
+node and costs ~50 us per 4 KiB. JSON-ness is guaranteed at both boundaries
+instead: parsing goes through the strict JSON parser, and :meth:`canonical`
+refuses anything that is not JSON (sets, bytes, NaN) before it can be signed."""
 """An RFC 6901 JSON Pointer (``/a/0/b``; ``~0`` is ``~``, ``~1`` is ``/``)."""
 
 

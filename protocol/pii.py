@@ -22,13 +22,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pydantic import JsonValue
-
 from keys.b64 import b64url_decode, b64url_encode
 from keys.errors import MalformedInput
 from protocol.canonical import DIGEST_PREFIX, canonical_json
 from protocol.errors import DigestInvalid, InvalidArtifact
-from protocol.model import BatonModel, Digest, JsonPointer, ShortText
+from protocol.model import BatonModel, Digest, JsonData, JsonPointer, ShortText
 
 __all__ = [
     "MaskedField",
@@ -58,7 +56,7 @@ class Reveal(BatonModel):
 
     path: JsonPointer
     salt: ShortText
-    value: JsonValue
+    value: JsonData
 
 
 class RevealSet(BatonModel):
@@ -68,7 +66,7 @@ class RevealSet(BatonModel):
     items: tuple[Reveal, ...]
 
 
-def commitment(salt: bytes, value: JsonValue) -> str:
+def commitment(salt: bytes, value: JsonData) -> str:
     """``sha256:<hex>`` of ``salt || JCS(value)``."""
     return DIGEST_PREFIX + hashlib.sha256(salt + canonical_json(value)).hexdigest()
 
@@ -170,7 +168,7 @@ def mask(
     return MaskResult(document=document, masked=tuple(masked), reveals=tuple(reveals))
 
 
-def verify_reveal(field: MaskedField, reveal: Reveal) -> JsonValue:
+def verify_reveal(field: MaskedField, reveal: Reveal) -> JsonData:
     """Return the revealed value if it matches the signed commitment."""
     if field.path != reveal.path:
         raise DigestInvalid("reveal is for another field")

@@ -33,7 +33,6 @@ from protocol.errors import InsufficientCoverage, MalformedSignature, ReplayDete
 
 if TYPE_CHECKING:
     from keys.httpsig import VerifiedSignature
-
     from protocol.ports import NonceStore
 
 __all__ = [

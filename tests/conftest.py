@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 _DEFAULT_VECTORS = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors"
 
@@ -33,3 +34,9 @@ def vectors_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+# Hypothesis: explore freely on a developer machine, reproducibly in CI.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile("ci" if os.environ.get("BATON_CI") == "1" else "dev")
