@@ -40,7 +40,7 @@ from keys.jose import decrypt, encrypt_general, sign_compact, verify_compact
 from keys.keyset import KeySet, PrivateKeySet
 from keys.material import PrivateKey, PublicKey
 from protocol.canonical import canonical_digest, digest
-from protocol.chain import ChainHead, verify_links
+from protocol.chain import GENESIS, ChainHead, verify_links
 from protocol.errors import (
     BindingMismatch,
     DigestInvalid,
@@ -233,7 +233,7 @@ def build_bundle(
             raise BindingMismatch(f"body for seq {seq}, which is not in the transcript")
         recorded.append(_record_body(by_seq[seq], media_type, body))
     sla = request.sla
-    document: dict[str, Any] = {
+    draft: dict[str, Any] = {
         "schema": "baton.handoff-bundle/v1",
         "bundle_id": bundle_id,
         "version": version,
@@ -250,16 +250,19 @@ def build_bundle(
         "bodies": recorded,
         "agent_views": [view.to_json() for view in agent_views(transcript)],
         "masked": [],
+        "integrity": {
+            "transcript_seq": head.seq,
+            "transcript_head": head.hash,
+            "content_digest": GENESIS,
+        },
     }
+    # Normalise through the model first (defaults and nulls filled in), so the
+    # digest below is over exactly what verify_integrity will see.
+    document = HandoffBundle.from_value(draft).to_json()
     kwargs = {} if token_bytes is None else {"token_bytes": token_bytes}
     masked = mask(document, request.pii_paths, **kwargs)
     document["masked"] = [field.to_json() for field in masked.masked]
-    document["integrity"] = {
-        "canonicalization": "RFC8785",
-        "transcript_seq": head.seq,
-        "transcript_head": head.hash,
-        "content_digest": _content_digest(document),
-    }
+    document["integrity"]["content_digest"] = _content_digest(document)
     bundle = HandoffBundle.from_value(document)
     verify_integrity(bundle)
     return BuiltBundle(bundle=bundle, reveals=RevealSet(bundle_id=bundle_id, items=masked.reveals))
@@ -281,13 +284,12 @@ def verify_integrity(bundle: HandoffBundle) -> None:
             if digest(_b64url(body.raw)) != entry.body_digest:
                 raise DigestInvalid(f"raw body {body.seq} does not match its entry")
             continue
-        partly_masked = any(p.startswith(f"/bodies/{index}/") for p in masked_paths)
+        content = f"/bodies/{index}/json"
+        partly_masked = any(p == content or p.startswith(content + "/") for p in masked_paths)
         if not partly_masked and canonical_digest(body.json_) != body.json_digest:
             raise DigestInvalid(f"JSON body {body.seq} does not match its digest")
-    for view in bundle.agent_views:
-        seen = by_seq.get(view.saw_through_seq)
-        if seen is None or seen.hash != view.head:
-            raise BindingMismatch(f"agent view of {view.agent} is not on the chain")
+    if bundle.agent_views != agent_views(bundle.transcript):
+        raise BindingMismatch("agent views are not those of the transcript")
     for field in bundle.masked:
         if [value for _, value in resolve(document, field.path)] != [field.token]:
             raise DigestInvalid(f"masked path {field.path} does not show its token")

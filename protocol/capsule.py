@@ -32,6 +32,7 @@ from typing import Any, Final
 from pydantic import Field, model_validator
 
 from keys.b64 import b64url_encode
+from keys.errors import KeysError
 from keys.jose import (
     decrypt,
     encrypt_general,
@@ -125,7 +126,7 @@ def seal_capsule_at(
     """
     require_plain_json(payload)
     iat = math.floor(now)
-    claims = CapsuleClaims(
+    claims = CapsuleClaims.build(
         iss=sender,
         aud=tuple(recipients),
         conv=conversation,
@@ -171,8 +172,10 @@ def open_capsule_at(
     skew_s: int = 5,
 ) -> OpenedCapsule:
     """Open and check a capsule addressed to ``me`` (see the module docstring)."""
-    with translating():
+    try:
         envelope = parse_json_object(capsule, _MAX_CAPSULE)
+    except KeysError as exc:  # one public body for every envelope failure (E01-E04)
+        raise InvalidEnvelope(f"capsule is not a JWE JSON object: {exc.detail}") from exc
     kids = _recipient_kids(envelope)
     mine = [key for key in (my_keys.active, *my_keys.retired) if key.kid in kids]
     if not mine:
@@ -185,7 +188,7 @@ def open_capsule_at(
     if owner != claims.iss:
         raise IdentityMismatch("capsule signed by a key that is not the issuer's")
     if delivered_by is not None and delivered_by != claims.iss:
-        raise IdentityMismatch("capsule delivered by someone other than its issuer (E09)")
+        raise BindingMismatch("capsule delivered by someone other than its issuer (E09)")
     if me not in claims.aud:
         raise NotRecipient("capsule audience does not name the opener")
     if conversation is not None and claims.conv != conversation:

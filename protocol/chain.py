@@ -68,9 +68,7 @@ class ChainedRecord(BatonModel):
     @classmethod
     def create(cls, head: ChainHead, **fields: Any) -> Self:
         """The record that extends ``head``: ``seq``/``prev`` set, ``hash`` computed."""
-        draft = cls.model_validate(
-            {**fields, "seq": head.next_seq, "prev": head.hash, "hash": GENESIS}
-        )
+        draft = cls.build(**{**fields, "seq": head.next_seq, "prev": head.hash, "hash": GENESIS})
         return draft.model_copy(update={"hash": draft.compute_hash()})
 
     def compute_hash(self) -> str:

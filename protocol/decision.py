@@ -132,7 +132,7 @@ def make_decision_at(
 ) -> HandoffDecision:
     """A decision for ``binding``; ``nonce`` defaults to 128 random bits."""
     iat = math.floor(now)
-    return HandoffDecision(
+    return HandoffDecision.build(
         bundle_id=binding.bundle_id,
         bundle_digest=binding.bundle_digest,
         bundle_version=binding.bundle_version,

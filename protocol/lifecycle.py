@@ -114,12 +114,34 @@ def verify_events(
         events.append(LifecycleEvent.parse(verified.payload))
     head = verify_links(events, start=EMPTY, scope=bundle_id)
     state: str | None = None
+    lease: LifecycleEvent | None = None  # the live claim, if any
     last_fence = 0
+    last_ts = 0
     for event in events:
         check_transition(state, event)
+        if event.ts < last_ts:
+            raise Conflict("event timestamps go backwards")
+        last_ts = event.ts
         if event.type == "claimed" and event.fencing_token is not None:
             if event.fencing_token <= last_fence:
                 raise Conflict("fencing tokens must strictly increase")
             last_fence = event.fencing_token
+            lease = event
+        elif event.type in ("decided", "released"):
+            _check_under_lease(event, lease)
+            lease = None
         state = event.type
     return events, head
+
+
+def _check_under_lease(event: LifecycleEvent, lease: LifecycleEvent | None) -> None:
+    """A decision or release is made by the lease holder, under its fencing
+    token, before the lease ran out (``ts`` is in ms, ``lease_until`` in s)."""
+    if lease is None or lease.lease_until is None:  # pragma: no cover - transitions forbid it
+        raise Conflict(f"{event.type} without a claim")
+    if event.actor != lease.actor:
+        raise Conflict(f"{event.type} by someone other than the lease holder")
+    if event.fencing_token != lease.fencing_token:
+        raise Conflict(f"{event.type} under a fencing token that is not the current one")
+    if event.ts > lease.lease_until * 1000:
+        raise Conflict(f"{event.type} after the lease expired")

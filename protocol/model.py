@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, V
 from keys import strictjson
 from keys.errors import KeysError
 from protocol.canonical import canonical_json
-from protocol.errors import InvalidArtifact, from_keys_error
+from protocol.errors import InvalidArtifact, InvalidIdentity, from_keys_error
 from protocol.identity import parse_operator_id, parse_spiffe_id
 
 __all__ = [
@@ -63,6 +63,7 @@ def _json_pointer(value: str) -> str:
 
 
 JsonPointer = Annotated[str, AfterValidator(_json_pointer)]
+"""An RFC 6901 JSON Pointer (``/a/0/b``; ``~0`` is ``~``, ``~1`` is ``/``)."""
 
 JsonData = Any
 """An arbitrary JSON value carried inside an artifact (a payload, arguments, a
@@ -70,16 +71,21 @@ response). Deliberately not pydantic's ``JsonValue``: that validates node by
 node and costs ~50 us per 4 KiB. JSON-ness is guaranteed at both boundaries
 instead: parsing goes through the strict JSON parser, and :meth:`canonical`
 refuses anything that is not JSON (sets, bytes, NaN) before it can be signed."""
-"""An RFC 6901 JSON Pointer (``/a/0/b``; ``~0`` is ``~``, ``~1`` is ``/``)."""
 
 
 def _workload(value: str) -> str:
-    parse_spiffe_id(value)
+    try:
+        parse_spiffe_id(value)
+    except InvalidIdentity as exc:  # pydantic wraps only ValueError
+        raise ValueError(exc.detail) from exc
     return value
 
 
 def _operator(value: str) -> str:
-    parse_operator_id(value)
+    try:
+        parse_operator_id(value)
+    except InvalidIdentity as exc:
+        raise ValueError(exc.detail) from exc
     return value
 
 
@@ -119,6 +125,15 @@ class BatonModel(BaseModel):
             raise from_keys_error(exc) from exc
         try:
             return cls.model_validate_json(data, strict=True)
+        except ValidationError as exc:
+            raise InvalidArtifact(f"{cls.__name__}: {_summary(exc)}") from exc
+
+    @classmethod
+    def build(cls, **fields: Any) -> Self:
+        """Construct from Python values; a schema violation is :class:`InvalidArtifact`
+        (callers building artifacts in code get a Baton error, not a pydantic one)."""
+        try:
+            return cls.model_validate(fields)
         except ValidationError as exc:
             raise InvalidArtifact(f"{cls.__name__}: {_summary(exc)}") from exc
 

@@ -11,7 +11,10 @@ and a forged "original" cannot pass.
 
 Pointer extension: a segment ``*`` matches every member of an object or
 every element of an array (agents rarely know array indexes in advance). A
-pointer without ``*`` must resolve; a ``*`` pointer may match nothing.
+pointer without ``*`` must resolve; a ``*`` pointer may match nothing, and
+skips ``null`` members (absent optional fields have nothing to hide). Two
+masked paths may not nest (masking an ancestor would hide the other's token).
+A literal member named ``*`` cannot be addressed.
 """
 
 from __future__ import annotations
@@ -116,6 +119,11 @@ def resolve(document: Any, pointer: str) -> list[tuple[str, Any]]:
     return matches
 
 
+def _nested(one: str, other: str) -> bool:
+    """True if either pointer is a proper prefix (ancestor) of the other."""
+    return one.startswith(other + "/") or other.startswith(one + "/")
+
+
 def _replace(document: Any, pointer: str, value: Any) -> None:
     segments = _split(pointer)
     if not segments:
@@ -151,12 +159,15 @@ def mask(
     reveals: list[Reveal] = []
     seen: set[str] = set()
     for pointer in pointers:
+        wildcard = "*" in _split(pointer)
         matches = resolve(document, pointer)
-        if not matches and "*" not in _split(pointer):
+        if not matches and not wildcard:
             raise InvalidArtifact(f"PII path {pointer!r} does not resolve")
         for path, value in matches:
-            if path in seen:
-                continue
+            if path in seen or (wildcard and value is None):
+                continue  # already masked; or an absent optional field
+            if any(_nested(path, other) for other in seen):
+                raise InvalidArtifact(f"PII path {path!r} overlaps another masked path")
             if len(masked) >= MAX_MASKED:
                 raise InvalidArtifact(f"more than {MAX_MASKED} PII fields")
             seen.add(path)
