@@ -222,7 +222,8 @@ def run_demo(root: Path, out: TextIO) -> None:
         checkpoint=verify_checkpoint(checkpoint, gateway.signing.public()),
     )
     print(
-        f"transcript verifies against the signed checkpoint: {final.seq + 1} entries, "
+        f"transcript verifies against the signed checkpoint: {final.seq + 1} "
+        f"{'entry' if final.seq == 0 else 'entries'}, "
         f"head {final.hash[:19]}... "
         f"({transcript_path})",
         file=out,

@@ -71,8 +71,10 @@ from keys.material import (
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "UNTRUSTED_KEY_HEADERS",
     "Decrypted",
     "VerifiedJws",
+    "check_header_names",
     "decrypt",
     "encrypt_general",
     "parse_json_object",
@@ -88,7 +90,7 @@ MAX_SIGNATURES: Final = 8
 MAX_RECIPIENTS: Final = 32
 _MAX_SIG_B64: Final = 128  # 64-byte Ed25519 / ES256 signatures
 
-_UNTRUSTED_KEY_HEADERS: Final = frozenset({"jku", "x5u", "x5c", "jwk", "x5t", "x5t#S256"})
+UNTRUSTED_KEY_HEADERS: Final = frozenset({"jku", "x5u", "x5c", "jwk", "x5t", "x5t#S256"})
 _JWS_ALLOWED: Final = frozenset({"alg", "kid", "typ", "cty"})
 _JWE_PROTECTED_ALLOWED: Final = frozenset({"enc", "typ", "cty"})
 _JWE_RECIPIENT_ALLOWED: Final = frozenset({"alg", "kid", "epk"})
@@ -155,14 +157,22 @@ def _decode_segment(segment: object, name: str, error: type[KeysError], max_len:
         raise error(f"{name}: {exc.detail}") from exc
 
 
-def _check_names(header: Mapping[str, Any], allowed: frozenset[str]) -> None:
-    """Step 4 of the module docstring, with the most specific code first."""
+def check_header_names(
+    header: Mapping[str, Any],
+    allowed: frozenset[str],
+    *,
+    untrusted_sources: frozenset[str] = UNTRUSTED_KEY_HEADERS,
+) -> None:
+    """Step 4 of the module docstring, with the most specific code first.
+
+    Shared with ``keys/bearer.py``, which allows the ``x5t`` hints as ignored names.
+    """
     names = set(header)
     if "zip" in names:
         raise CompressionNotAllowed("zip header present")
     if "crit" in names or "b64" in names:
         raise UnsupportedCrit("crit/b64 present: no JOSE extensions are implemented")
-    untrusted = names & _UNTRUSTED_KEY_HEADERS
+    untrusted = names & untrusted_sources
     if untrusted:
         raise UntrustedKey(f"header names a key source: {sorted(untrusted)}")
     unknown = names - allowed
@@ -232,7 +242,7 @@ def verify_compact(
         raise MalformedJws(f"compact JWS has {len(parts)} segments, expected 3")
     header_b64, payload_b64, signature_b64 = parts
     header = _decode_header(header_b64, MalformedJws)
-    _check_names(header, _JWS_ALLOWED)
+    check_header_names(header, _JWS_ALLOWED)
     key = _pinned_key(header, keys)
     _check_typ(header, typ)
     payload = _decode_segment(payload_b64, "payload", MalformedJws, max_bytes)
@@ -299,7 +309,7 @@ def verify_general(
         if not isinstance(header_b64, str):
             raise MalformedJws("protected header is not a string")
         header = _decode_header(header_b64, MalformedJws)
-        _check_names(header, _JWS_ALLOWED)
+        check_header_names(header, _JWS_ALLOWED)
         key = _pinned_key(header, keys)
         _check_typ(header, typ)
         if key.kid in seen:
@@ -386,7 +396,7 @@ def _to_flattened(
     if not isinstance(protected_b64, str):
         raise InvalidEnvelope("protected header is not a string")
     protected = _decode_header(protected_b64, InvalidEnvelope)
-    _check_names(protected, _JWE_PROTECTED_ALLOWED)
+    check_header_names(protected, _JWE_PROTECTED_ALLOWED)
     if protected.get("enc") != CONTENT_ENCRYPTION:
         raise InvalidEnvelope("enc is not A256GCM")
     recipients = obj["recipients"]
@@ -399,7 +409,7 @@ def _to_flattened(
         header = entry["header"]
         if not isinstance(header, Mapping):
             raise InvalidEnvelope("recipient header is not an object")
-        _check_names(header, _JWE_RECIPIENT_ALLOWED)
+        check_header_names(header, _JWE_RECIPIENT_ALLOWED)
         if header.get("kid") == key.kid:
             if mine is not None:
                 raise InvalidEnvelope("two recipient entries for one key")
@@ -486,7 +496,7 @@ def _compact_to_flattened(
         raise InvalidEnvelope("compact JWE must have 5 segments")
     protected_b64, encrypted_key, iv, ciphertext, tag = parts
     header = _decode_header(protected_b64, InvalidEnvelope)
-    _check_names(header, _JWE_COMPACT_ALLOWED)
+    check_header_names(header, _JWE_COMPACT_ALLOWED)
     if header.get("enc") != CONTENT_ENCRYPTION:
         raise InvalidEnvelope("enc is not A256GCM")
     if header.get("alg") != ENCRYPTION_ALG:

@@ -136,7 +136,7 @@ def test_demo_runs_and_refuses_every_attack(home: Path, capsys: pytest.CaptureFi
     assert "refused: digest_mismatch (401)" in out
     assert "refused: invalid_envelope (400)" in out
     assert "refused: stale (401)" in out
-    assert "1 entries" in out
+    assert "1 entry," in out
     assert main(["demo", str(home)]) == 0
     assert "2 entries" in capsys.readouterr().out
 
