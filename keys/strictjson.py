@@ -10,8 +10,11 @@ data and for a proxy that must see what the upstream sees:
 * lone UTF-16 surrogates (``"\\ud800"``) are rejected (RFC 7493 s2.1);
 * size is capped before parsing and nesting depth is capped (threats X02/X03).
 
-Cost (see ``bench/``): about 1.6x ``json.loads`` on a 4 KiB JSON-RPC message;
-the duplicate check is a C-level dict build per object plus one length compare.
+Cost (``bench/RESULTS.md``): 87 us for a 4 KiB JSON-RPC message against 24 us
+for ``json.loads``, 10.6 ms against 3.4 ms at 256 KiB. The duplicate check is
+one dict build per object in a Python hook; the depth check strips strings and
+peels bracket levels with C-level regex and ``str.translate`` calls, and is
+skipped when the text has no more opening brackets than the limit.
 """
 
 from __future__ import annotations
