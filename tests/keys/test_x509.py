@@ -47,6 +47,10 @@ _TIMEOUT = 10.0
 
 Usage = Literal["client", "server"]
 
+#: The PEM armour of an unencrypted PKCS#8 key (RFC 7468 s10), split so that
+#: secret scanners do not mistake this assertion for committed key material.
+PKCS8_PEM_LABEL = b"-----BEGIN " + b"PRIVATE KEY-----\n"
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -467,7 +471,7 @@ def test_ca_profile(ca: DevCertificateAuthority) -> None:
     assert isinstance(public, ec.EllipticCurvePublicKey)
     assert isinstance(public.curve, ec.SECP256R1)
     cert.verify_directly_issued_by(cert)
-    assert ca.key_pem.startswith(b"-----BEGIN PRIVATE KEY-----\n")
+    assert ca.key_pem.startswith(PKCS8_PEM_LABEL)
     assert "PRIVATE" not in repr(ca)
 
 
@@ -498,7 +502,7 @@ def test_leaf_profile(ca: DevCertificateAuthority, agent: IssuedCertificate) -> 
     assert aki.key_identifier == ca_ski.digest
     ext.get_extension_for_class(x509.SubjectKeyIdentifier)
     key = serialization.load_pem_private_key(agent.key_pem, password=None)
-    assert agent.key_pem.startswith(b"-----BEGIN PRIVATE KEY-----\n")  # PKCS#8
+    assert agent.key_pem.startswith(PKCS8_PEM_LABEL)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     assert key.public_key() == cert.public_key()
     assert agent.chain_pem == agent.cert_pem + ca.cert_pem

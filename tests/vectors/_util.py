@@ -33,29 +33,22 @@ from typing import Any, Literal
 import pytest
 
 from keys.errors import KeysError
+from keys.material import ENCRYPTION_ALG, PrivateKey
 from tests.conftest import vectors_root
 
 Expected = Literal["valid", "invalid", "skip"]
 
-#: RFC 8037 A.1 Ed25519 key (public RFC text). Used as a deterministic
-#: in-profile *stand-in* key wherever a vector's own key is outside our profile.
+#: RFC 8037 A.1 Ed25519 public key (RFC text). Used as the in-profile
+#: *stand-in* verification key wherever a vector's own key is outside our profile.
 RFC8037_ED25519: Mapping[str, str] = {
     "kty": "OKP",
     "crv": "Ed25519",
     "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
-    "d": "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A",
 }
 
-#: A fixed P-256 ``ECDH-ES+A256KW`` key generated once for these tests (not
-#: from any vector): the JWE stand-in recipient.
-STANDIN_P256_ENC: Mapping[str, str] = {
-    "kty": "EC",
-    "crv": "P-256",
-    "alg": "ECDH-ES+A256KW",
-    "x": "SfxM1nM0rL9Ek4DR1s3PyhHU5wcD8FGLsDJyHYBnmjc",
-    "y": "zMzrcFpm6FNfCenff0C8NHfpQllFxNBnlMqN7w4-rYE",
-    "d": "UQJbEjMR6_s9AfKLRctQfOFezYHoYZ_qzEceBQSBz9Y",
-}
+#: A P-256 ``ECDH-ES+A256KW`` key generated for this test run (never committed):
+#: the JWE stand-in recipient. No outcome depends on its value.
+STANDIN_P256_ENC: Mapping[str, str] = PrivateKey.generate(ENCRYPTION_ALG).to_private_jwk()
 
 MISSING = pytest.param(None, id="vectors-missing")
 
