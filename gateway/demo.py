@@ -11,7 +11,6 @@ refused with its stable error code.
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import json
 import secrets
@@ -26,7 +25,7 @@ from gateway.devdata import AgentMaterial, DataFolder
 from gateway.stores.sqlite import SqliteNonceStore, connect
 from keys.b64 import b64url_encode
 from keys.httpsig import HttpRequest, SignaturePolicy, content_digest, sign, verify
-from keys.x509 import peer_identity
+from keys.x509 import peer_identity, pem_chain_to_der
 from protocol.canonical import digest
 from protocol.capsule import open_capsule_at, seal_capsule_at
 from protocol.chain import EMPTY, parse_record
@@ -52,14 +51,6 @@ FRESHNESS = FreshnessPolicy()
 class _Hop:
     request: HttpRequest
     body: bytes
-
-
-def _pem_to_der(pem: bytes) -> list[bytes]:
-    blocks = []
-    for part in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]:
-        b64 = part.split(b"-----END CERTIFICATE-----")[0]
-        blocks.append(base64.b64decode(b"".join(b64.split())))
-    return blocks
 
 
 class _Printer:
@@ -124,7 +115,7 @@ def run_demo(root: Path, out: TextIO) -> None:
     # 1. The gateway authenticates the caller's TLS certificate.
     with translating():
         peer = peer_identity(
-            _pem_to_der(support.cert_pem),
+            pem_chain_to_der(support.cert_pem),
             anchors,
             now=dt.datetime.fromtimestamp(now, dt.UTC),
             usage="client",

@@ -58,7 +58,7 @@ from keys.errors import (
     UntrustedKey,
     WrongType,
 )
-from keys.keyset import KeySet
+from keys.keyset import KeySet, PrivateKeySet
 from keys.material import (
     CONTENT_ENCRYPTION,
     ENCRYPTION_ALG,
@@ -78,6 +78,7 @@ __all__ = [
     "decrypt",
     "encrypt_general",
     "parse_json_object",
+    "recipient_key",
     "sign_compact",
     "sign_general",
     "verify_compact",
@@ -481,6 +482,22 @@ def decrypt(
     if result.plaintext is None:  # pragma: no cover - joserfc always sets it
         raise InvalidEnvelope("no plaintext")
     return Decrypted(plaintext=result.plaintext, header=header)
+
+
+def recipient_key(jwe: Mapping[str, Any], keys: PrivateKeySet) -> PrivateKey:
+    """Our key (active first, then retired) named by a recipient entry of a
+    general-JSON JWE; :class:`InvalidEnvelope` if none is."""
+    recipients = jwe.get("recipients")
+    kids = set()
+    if isinstance(recipients, list):
+        for entry in recipients:
+            header = entry.get("header") if isinstance(entry, Mapping) else None
+            if isinstance(header, Mapping):
+                kids.add(header.get("kid"))
+    for key in (keys.active, *keys.retired):
+        if key.kid in kids:
+            return key
+    raise InvalidEnvelope("not encrypted to any of our keys")
 
 
 def _registry_for(max_bytes: int) -> JWERegistry:

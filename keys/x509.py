@@ -59,6 +59,7 @@ __all__ = [
     "PeerCertificate",
     "TrustAnchors",
     "peer_identity",
+    "pem_chain_to_der",
     "x5t_s256",
 ]
 
@@ -493,6 +494,17 @@ class TrustAnchors:
         except ValueError as exc:
             raise CertificateRejected("trust anchors: no valid PEM certificate") from exc
         return cls(tuple(certs))
+
+
+def pem_chain_to_der(pem: bytes) -> list[bytes]:
+    """DER of each certificate in a PEM chain, in order (leaf first)."""
+    if len(pem) > _MAX_ANCHOR_PEM:
+        raise CertificateRejected("PEM chain larger than 1 MiB")
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise CertificateRejected("no valid PEM certificate") from exc
+    return [cert.public_bytes(serialization.Encoding.DER) for cert in certs]
 
 
 @dataclass(frozen=True, slots=True)

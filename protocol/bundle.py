@@ -26,8 +26,6 @@ path shows its token.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -35,8 +33,9 @@ from typing import Any, Final, Literal
 from pydantic import Field, model_validator
 
 from keys import strictjson
+from keys.b64 import b64url_decode, b64url_encode
 from keys.errors import KeysError
-from keys.jose import decrypt, encrypt_general, sign_compact, verify_compact
+from keys.jose import decrypt, encrypt_general, recipient_key, sign_compact, verify_compact
 from keys.keyset import KeySet, PrivateKeySet
 from keys.material import PrivateKey, PublicKey
 from protocol.canonical import canonical_digest, digest
@@ -45,9 +44,7 @@ from protocol.errors import (
     BindingMismatch,
     DigestInvalid,
     InvalidArtifact,
-    InvalidEnvelope,
     NotParticipant,
-    from_keys_error,
     translating,
 )
 from protocol.handoff import HandoffRequest
@@ -188,7 +185,7 @@ def _record_body(entry: TranscriptEntry, media_type: str, body: bytes) -> dict[s
             # Not JSON after all, or JSON that RFC 8785 cannot represent
             # (integers beyond 2**53): keep the exact bytes instead.
             pass
-    record["raw"] = base64.urlsafe_b64encode(body).rstrip(b"=").decode("ascii")
+    record["raw"] = b64url_encode(body)
     return record
 
 
@@ -281,7 +278,11 @@ def verify_integrity(bundle: HandoffBundle) -> None:
         if entry is None:
             raise BindingMismatch(f"body for seq {body.seq}, which is not in the transcript")
         if body.raw is not None:
-            if digest(_b64url(body.raw)) != entry.body_digest:
+            try:
+                raw = b64url_decode(body.raw)
+            except KeysError as exc:
+                raise InvalidArtifact(f"raw body {body.seq} is not base64url") from exc
+            if digest(raw) != entry.body_digest:
                 raise DigestInvalid(f"raw body {body.seq} does not match its entry")
             continue
         content = f"/bodies/{index}/json"
@@ -293,13 +294,6 @@ def verify_integrity(bundle: HandoffBundle) -> None:
     for field in bundle.masked:
         if [value for _, value in resolve(document, field.path)] != [field.token]:
             raise DigestInvalid(f"masked path {field.path} does not show its token")
-
-
-def _b64url(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidArtifact("raw body is not base64url") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,37 +359,21 @@ def verify_bundle_jws(jws: str | bytes, gateway_keys: KeySet) -> OpenedBundle:
     )
 
 
-def _my_key(jwe: Mapping[str, Any], keys: PrivateKeySet) -> PrivateKey:
-    recipients = jwe.get("recipients")
-    kids = set()
-    if isinstance(recipients, list):
-        for entry in recipients:
-            header = entry.get("header") if isinstance(entry, Mapping) else None
-            if isinstance(header, Mapping):
-                kids.add(header.get("kid"))
-    for key in (keys.active, *keys.retired):
-        if key.kid in kids:
-            return key
-    raise InvalidEnvelope("bundle is not encrypted to any of our keys")
-
-
 def open_bundle(
     jwe: Mapping[str, Any], operator_keys: PrivateKeySet, gateway_keys: KeySet
 ) -> OpenedBundle:
     """Decrypt with the operator's key, then :func:`verify_bundle_jws`."""
-    key = _my_key(jwe, operator_keys)
     with translating():
+        key = recipient_key(jwe, operator_keys)
         plaintext = decrypt(jwe, key, typ=BUNDLE_JWE_TYP, max_bytes=MAX_BUNDLE_BYTES * 2)
     return verify_bundle_jws(plaintext.plaintext, gateway_keys)
 
 
 def open_reveals(jwe: Mapping[str, Any], operator_keys: PrivateKeySet, bundle_id: str) -> RevealSet:
     """Decrypt a bundle's reveal set; it must name the same bundle."""
-    key = _my_key(jwe, operator_keys)
-    try:
+    with translating():
+        key = recipient_key(jwe, operator_keys)
         plaintext = decrypt(jwe, key, typ=REVEAL_JWE_TYP, max_bytes=MAX_BUNDLE_BYTES)
-    except KeysError as exc:
-        raise from_keys_error(exc) from exc
     reveals = RevealSet.parse(plaintext.plaintext)
     if reveals.bundle_id != bundle_id:
         raise BindingMismatch("reveal set belongs to another bundle")

@@ -37,6 +37,7 @@ from keys.jose import (
     decrypt,
     encrypt_general,
     parse_json_object,
+    recipient_key,
     sign_compact,
     verify_compact,
 )
@@ -149,17 +150,6 @@ def seal_capsule(payload: JsonData, **kwargs: Any) -> dict[str, Any]:
     return seal_capsule_at(payload, now=time.time(), **kwargs)
 
 
-def _recipient_kids(capsule: Mapping[str, Any]) -> set[str]:
-    recipients = capsule.get("recipients")
-    if not isinstance(recipients, list):
-        return set()
-    return {
-        entry["header"].get("kid")
-        for entry in recipients
-        if isinstance(entry, Mapping) and isinstance(entry.get("header"), Mapping)
-    }
-
-
 def open_capsule_at(
     capsule: Mapping[str, Any] | str | bytes,
     *,
@@ -176,12 +166,9 @@ def open_capsule_at(
         envelope = parse_json_object(capsule, _MAX_CAPSULE)
     except KeysError as exc:  # one public body for every envelope failure (E01-E04)
         raise InvalidEnvelope(f"capsule is not a JWE JSON object: {exc.detail}") from exc
-    kids = _recipient_kids(envelope)
-    mine = [key for key in (my_keys.active, *my_keys.retired) if key.kid in kids]
-    if not mine:
-        raise InvalidEnvelope("no recipient entry for any of our keys")
     with translating():
-        plaintext = decrypt(envelope, mine[0], typ=CAPSULE_JWE_TYP, max_bytes=_MAX_CAPSULE)
+        key = recipient_key(envelope, my_keys)
+        plaintext = decrypt(envelope, key, typ=CAPSULE_JWE_TYP, max_bytes=_MAX_CAPSULE)
         verified = verify_compact(plaintext.plaintext, senders.all_keys, typ=CAPSULE_JWS_TYP)
     claims = CapsuleClaims.parse(verified.payload)
     owner = senders.owner_of(verified.key.kid)

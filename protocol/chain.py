@@ -17,7 +17,7 @@ written ``\\u001F`` instead of ``\\u001f``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Self, TypeVar
 
@@ -32,7 +32,6 @@ __all__ = [
     "GENESIS",
     "ChainHead",
     "ChainedRecord",
-    "head_of",
     "parse_record",
     "verify_links",
 ]
@@ -126,8 +125,3 @@ def parse_record(cls: type[R], data: bytes) -> R:
     if record.canonical() != data:
         raise InvalidArtifact(f"{cls.__name__} bytes are not in canonical form")
     return record
-
-
-def head_of(mapping: Mapping[str, Any]) -> ChainHead:
-    """A :class:`ChainHead` from ``{"seq": ..., "hash": ...}`` (checkpoints, integrity blocks)."""
-    return ChainHead(int(mapping["seq"]), str(mapping["hash"]))

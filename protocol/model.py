@@ -28,6 +28,7 @@ from protocol.identity import parse_operator_id, parse_spiffe_id
 
 __all__ = [
     "MAX_ARTIFACT_BYTES",
+    "NONCE_PATTERN",
     "BatonModel",
     "Digest",
     "Identity",
@@ -49,7 +50,9 @@ Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 """A queue, reason code or other slug Baton puts in keys, paths and metrics."""
 
-Nonce = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._~+/=-]{16,128}$")]
+NONCE_PATTERN: Final = r"^[A-Za-z0-9._~+/=-]{16,128}$"
+Nonce = Annotated[str, StringConstraints(pattern=NONCE_PATTERN)]
+"""16-128 characters from a conservative alphabet: nonces become store keys."""
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 Text = Annotated[str, StringConstraints(max_length=4000)]
 

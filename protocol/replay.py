@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from protocol.errors import InsufficientCoverage, MalformedSignature, ReplayDetected, Stale
+from protocol.model import NONCE_PATTERN
 
 if TYPE_CHECKING:
     from keys.httpsig import VerifiedSignature
@@ -42,7 +43,7 @@ __all__ = [
     "validate_nonce",
 ]
 
-_NONCE: Final = re.compile(r"[A-Za-z0-9._~+/=-]{16,128}\Z")
+_NONCE: Final = re.compile(NONCE_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,7 @@ def validate_nonce(nonce: str | None) -> str:
     becomes part of a store key, so its size and characters are bounded)."""
     if nonce is None:
         raise InsufficientCoverage("signature has no 'nonce' parameter")
-    if not _NONCE.match(nonce):
+    if not _NONCE.fullmatch(nonce):  # fullmatch: Python's $ would allow a trailing newline
         raise MalformedSignature("nonce must be 16-128 characters of [A-Za-z0-9._~+/=-]")
     return nonce
 

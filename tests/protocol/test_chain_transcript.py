@@ -13,7 +13,7 @@ from keys.jose import sign_compact
 from keys.keyset import KeySet
 from keys.material import PrivateKey
 from protocol.canonical import canonical_digest, canonical_json, digest
-from protocol.chain import EMPTY, GENESIS, ChainHead, head_of, parse_record, verify_links
+from protocol.chain import EMPTY, GENESIS, ChainHead, parse_record, verify_links
 from protocol.errors import (
     BatonError,
     BindingMismatch,
@@ -111,14 +111,6 @@ def test_empty_transcript() -> None:
     empty = Checkpoint(conversation=CONVERSATION, seq=-1, head=GENESIS, ts=0)
     assert verify_transcript([], conversation=CONVERSATION, checkpoint=empty) == EMPTY
     assert EMPTY.next_seq == 0
-
-
-def test_head_of_mapping() -> None:
-    head = head_of({"seq": 3, "hash": "sha256:" + "a" * 64, "other": 1})
-    assert head == ChainHead(3, "sha256:" + "a" * 64)
-
-
-# --------------------------------------------------------------------------- tampering
 
 
 def test_edited_entry_breaks_the_chain(chain: list[TranscriptEntry]) -> None:
