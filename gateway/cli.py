@@ -6,7 +6,11 @@
     baton keys new-agent NAME [--dir DIR]           certificate and keys for one more agent
     baton keys rotate [--agent NAME] [--dir DIR]    new active signing key; old one verify-only
     baton keys jwks [--agent NAME] [--dir DIR]      public keys as a JWKS (never private ones)
-    baton check-config [--dir DIR]                  validate baton.toml and exit
+    baton check-config [--dir DIR]                  validate baton.toml, keys and policy; exit
+    baton serve [--dir DIR] [--workers N]           run the gateway (graceful stop on SIGTERM)
+    baton transcript verify CONV [--dir DIR]        check a conversation's chain and bodies
+    baton audit verify [--dir DIR]                  check the audit chain
+    baton trace CONV [--dir DIR]                    who called whom, when, outcome, latency
     baton demo [DIR]                                a signed, encrypted, replay-proof hop
 
 Exit status: 0 success, 1 refused or failed (the reason on stderr), 2 usage.
@@ -15,16 +19,23 @@ Exit status: 0 success, 1 refused or failed (the reason on stderr), 2 usage.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from gateway.config import ConfigError
 from gateway.config import load as load_config
 from gateway.demo import run_demo
 from gateway.devdata import DataFolder, InitError, init_data_folder, write_agent
+from gateway.inspect import trace_lines, verify_audit, verify_conversation
+from gateway.logs import configure as configure_logs
+from gateway.runtime import load_runtime
+from gateway.serve import run as run_server
+from gateway.serve import serve_worker
+from gateway.stores import Stores, open_stores
 from keys.errors import KeysError
 from keys.files import load_private_jwks, save_jwks, save_private_jwks
 from protocol.errors import BatonError
@@ -111,8 +122,72 @@ def _cmd_jwks(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     folder = DataFolder(Path(args.dir))
     config = load_config(folder.config)
-    print(f"{folder.config}: ok (trust domain {config.trust_domain}, {len(config.agents)} agents)")
+    runtime = load_runtime(config, folder.root)
+    rules = len(config.policy.allow)
+    print(
+        f"{folder.config}: ok (trust domain {config.trust_domain}, {len(config.agents)} agents, "
+        f"{len(config.upstreams)} upstreams, {rules} policy rules, store {config.store.kind}, "
+        f"gateway {runtime.identity})"
+    )
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    configure_logs(args.log_level)
+    config = DataFolder(Path(args.dir)).config
+    if args.worker:
+        serve_worker(config, reuse_port=True)
+        return 0
+    return run_server(config, workers=args.workers)
+
+
+async def _with_stores(folder: DataFolder, use: Callable[[Stores], Awaitable[int]]) -> int:
+    runtime = load_runtime(load_config(folder.config), folder.root)
+    store = runtime.config.store
+    stores = await open_stores(
+        store.kind,
+        path=runtime.store_path if store.kind == "sqlite" else None,
+        url=store.url,
+        cipher=runtime.cipher,
+        prefix=store.prefix,
+    )
+    try:
+        return await use(stores)
+    finally:
+        await stores.close()
+
+
+def _cmd_transcript_verify(args: argparse.Namespace) -> int:
+    async def check(stores: Stores) -> int:
+        report = await verify_conversation(stores.transcripts, args.conversation)
+        if report.records == 0:
+            print(f"baton: no transcript for conversation {args.conversation!r}", file=sys.stderr)
+            return 1
+        print(f"{args.conversation}: ok, {report.records} entries, head {report.head.hash}")
+        return 0
+
+    return asyncio.run(_with_stores(DataFolder(Path(args.dir)), check))
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    async def check(stores: Stores) -> int:
+        report = await verify_audit(stores.audit)
+        print(f"audit log: ok, {report.records} events, head {report.head.hash}")
+        return 0
+
+    return asyncio.run(_with_stores(DataFolder(Path(args.dir)), check))
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    async def show(stores: Stores) -> int:
+        entries = await stores.transcripts.read(args.conversation, limit=100_000)
+        if not entries:
+            print(f"baton: no transcript for conversation {args.conversation!r}", file=sys.stderr)
+            return 1
+        print("\n".join(trace_lines(entries)))
+        return 0
+
+    return asyncio.run(_with_stores(DataFolder(Path(args.dir)), show))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -147,6 +222,28 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate baton.toml")
     check.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
     check.set_defaults(run=_cmd_check_config)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    serve.set_defaults(run=_cmd_serve)
+
+    transcript = commands.add_parser("transcript", help="transcripts")
+    transcript_commands = transcript.add_subparsers(dest="transcript_command", required=True)
+    transcript_verify = transcript_commands.add_parser("verify", help="verify a conversation")
+    transcript_verify.add_argument("conversation")
+    transcript_verify.set_defaults(run=_cmd_transcript_verify)
+    audit = commands.add_parser("audit", help="the audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_verify = audit_commands.add_parser("verify", help="verify the audit chain")
+    audit_verify.set_defaults(run=_cmd_audit_verify)
+    trace = commands.add_parser("trace", help="who called whom in a conversation")
+    trace.add_argument("conversation")
+    trace.set_defaults(run=_cmd_trace)
+    for sub in (transcript_verify, audit_verify, trace):
+        sub.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
 
     demo = commands.add_parser("demo", help="one signed, encrypted, replay-proof hop")
     demo.add_argument("dir", nargs="?", default=".", help="folder holding baton.toml")

@@ -1,50 +1,246 @@
 """Configuration: one TOML file, validated by pydantic at start-up.
 
 Errors name the key and say how to fix it (:class:`ConfigError`); nothing is
-defaulted silently into an insecure state. This module covers what the
-foundation needs (trust domain, data folder, gateway identity, store, the
-agent roster); the data plane adds listeners, limits and policy.
+defaulted silently into an insecure state:
+
+* the public listener requires client certificates unless
+  ``gateway.client_auth = "optional"`` (bearer-only agents) is chosen;
+* the admin listener must be on a loopback address unless
+  ``gateway.admin_allow_remote = true``;
+* policy is deny by default, and an empty rule set, or a rule that names an
+  unknown agent or upstream, is an error rather than an open or dead door;
+* an agent that needs a bearer token requires a configured issuer.
+
+Example (``baton init`` writes one)::
+
+    trust_domain = "baton.local"
+    [gateway]
+    listen = "127.0.0.1:8443"
+    [[agents]]
+    name = "support"
+    [[upstreams]]
+    name = "billing"
+    url = "https://127.0.0.1:9001"
+    [[policy.allow]]
+    caller = "support"
+    upstream = "billing"
+    methods = ["tools/call"]
 """
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from protocol.errors import InvalidIdentity
 from protocol.identity import validate_name, validate_trust_domain
 
-__all__ = ["AgentConfig", "BatonConfig", "ConfigError", "GatewayConfig", "StoreConfig", "load"]
+__all__ = [
+    "AgentConfig",
+    "BatonConfig",
+    "BearerIssuerConfig",
+    "ConfigError",
+    "GatewayConfig",
+    "LimitsConfig",
+    "PolicyConfig",
+    "PolicyRule",
+    "RateLimitConfig",
+    "ReplayConfig",
+    "StoreConfig",
+    "UpstreamConfig",
+    "load",
+    "parse",
+    "split_host_port",
+]
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 Name = Annotated[str, Field(pattern=_NAME_PATTERN)]
+#: JSON-RPC method names or ``"<HTTP-METHOD> <path>"`` for non-JSON-RPC traffic; ``*`` any.
+Method = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class ConfigError(Exception):
     """A configuration problem, with the key and the fix in the message."""
 
 
+def split_host_port(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8443"`` or ``"[::1]:8443"`` -> (host, port); ValueError otherwise."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RateLimitConfig(_Section):
+    """At most ``requests`` per ``window_s`` seconds per caller identity."""
+
+    requests: int = Field(default=100, ge=1, le=10_000_000)
+    window_s: float = Field(default=1.0, gt=0, le=3600)
 
 
 class GatewayConfig(_Section):
     name: Name = "gw1"
     listen: str = "127.0.0.1:8443"
+    #: Host[:port] values the gateway answers to: the signed ``@authority`` must be one.
+    #: Empty means the listen address (and ``localhost`` for a loopback one).
+    authorities: list[str] = Field(default_factory=list, max_length=64)
+    client_auth: Literal["required", "optional"] = "required"
+    admin_listen: str = "127.0.0.1:9464"
+    admin_allow_remote: bool = False
+    drain_timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+    @field_validator("listen", "admin_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @model_validator(mode="after")
+    def _admin_on_loopback(self) -> GatewayConfig:
+        host, _ = split_host_port(self.admin_listen)
+        if not self.admin_allow_remote and not _is_loopback(host):
+            raise ValueError(
+                f"admin_listen {self.admin_listen!r} is not a loopback address; "
+                "use 127.0.0.1:PORT, or set admin_allow_remote = true behind a firewall"
+            )
+        return self
+
+    def public_authorities(self) -> frozenset[str]:
+        if self.authorities:
+            return frozenset(a.lower() for a in self.authorities)
+        host, port = split_host_port(self.listen)
+        shown = f"[{host}]" if ":" in host else host
+        names = {f"{shown}:{port}"}
+        if _is_loopback(host):
+            names.add(f"localhost:{port}")
+        return frozenset(names)
 
 
 class StoreConfig(_Section):
     kind: Literal["sqlite", "redis"] = "sqlite"
     path: str = "baton.db"
     url: str | None = None
+    prefix: str = Field(default="baton:", pattern=r"^[A-Za-z0-9_.:-]{1,40}$")
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> StoreConfig:
+        if self.kind == "redis":
+            if not self.url:
+                raise ValueError(
+                    'store.kind = "redis" needs store.url, e.g. "redis://127.0.0.1:6379/0"'
+                )
+            if urlsplit(self.url).scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("store.url must start with redis://, rediss:// or unix://")
+        return self
+
+
+class LimitsConfig(_Section):
+    """Caps enforced before anything is parsed (threats X01-X05)."""
+
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
+    max_header_bytes: int = Field(default=8190, ge=1024, le=65536)
+    max_headers: int = Field(default=100, ge=8, le=1000)
+    max_json_depth: int = Field(default=64, ge=4, le=512)
+    #: Close a keep-alive connection idle this long (seconds).
+    idle_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    #: A request body must arrive within this many seconds (slow clients).
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+
+class ReplayConfig(_Section):
+    window_s: int = Field(default=60, ge=1, le=3600)
+    skew_s: int = Field(default=5, ge=0, le=300)
+
+
+class BearerIssuerConfig(_Section):
+    """A pinned token issuer: its JWKS comes from a local file, never fetched (J07)."""
+
+    issuer: str = Field(min_length=1)
+    jwks_file: str = Field(min_length=1)
+    #: Defaults to the gateway's SPIFFE ID.
+    audience: str | None = None
+    leeway_s: int = Field(default=30, ge=0, le=300)
+    max_lifetime_s: int = Field(default=3600, ge=1, le=86400)
 
 
 class AgentConfig(_Section):
     name: Name
     signatures: Literal["required", "optional"] = "required"
+    bearer: Literal["none", "optional", "required"] = "none"
+    rate_limit: RateLimitConfig | None = None
+
+
+class UpstreamConfig(_Section):
+    """An agent or tool server behind the gateway, reached at ``/u/<name>/...``."""
+
+    name: Name
+    url: str
+    #: Agent name whose SPIFFE ID the upstream's server certificate must carry.
+    #: Defaults to ``name``.
+    identity: Name | None = None
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    #: Retries after a connection failure, for idempotent requests only.
+    retries: int = Field(default=1, ge=0, le=5)
+    breaker_failures: int = Field(default=5, ge=1, le=1000)
+    breaker_reset_s: float = Field(default=30.0, gt=0, le=3600)
+    max_connections: int = Field(default=100, ge=1, le=10_000)
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("upstream url must be https://HOST[:PORT][/path] (mTLS to upstreams)")
+        if parts.query or parts.fragment:
+            raise ValueError("upstream url must not have a query or fragment")
+        return value.rstrip("/")
+
+    @property
+    def identity_name(self) -> str:
+        return self.identity or self.name
+
+
+class PolicyRule(_Section):
+    """``caller`` may call ``methods`` on ``upstream``. ``"*"`` in methods: any method."""
+
+    caller: Name
+    upstream: Name
+    methods: list[Method] = Field(min_length=1, max_length=1000)
+
+
+class PolicyConfig(_Section):
+    allow: list[PolicyRule] = Field(default_factory=list, max_length=100_000)
 
 
 class BatonConfig(_Section):
@@ -52,7 +248,13 @@ class BatonConfig(_Section):
     data_dir: str = ".baton"
     gateway: GatewayConfig = GatewayConfig()
     store: StoreConfig = StoreConfig()
+    limits: LimitsConfig = LimitsConfig()
+    replay: ReplayConfig = ReplayConfig()
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    bearer_issuers: list[BearerIssuerConfig] = Field(default_factory=list, max_length=16)
     agents: list[AgentConfig] = Field(default_factory=list, max_length=10_000)
+    upstreams: list[UpstreamConfig] = Field(default_factory=list, max_length=10_000)
+    policy: PolicyConfig = PolicyConfig()
 
     @field_validator("trust_domain")
     @classmethod
@@ -62,16 +264,57 @@ class BatonConfig(_Section):
         except InvalidIdentity as exc:
             raise ValueError(exc.detail) from exc
 
-    @field_validator("agents")
+    @field_validator("agents", "upstreams")
     @classmethod
-    def _unique_agents(cls, agents: list[AgentConfig]) -> list[AgentConfig]:
-        names = [agent.name for agent in agents]
+    def _unique_names(
+        cls, items: list[AgentConfig] | list[UpstreamConfig]
+    ) -> list[AgentConfig] | list[UpstreamConfig]:
+        names = [item.name for item in items]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
-            raise ValueError(f"agent names must be unique; repeated: {duplicates}")
+            raise ValueError(f"names must be unique; repeated: {duplicates}")
         for name in names:
             validate_name(name)
-        return agents
+        return items
+
+    @model_validator(mode="after")
+    def _coherent(self) -> BatonConfig:
+        agents = {agent.name for agent in self.agents}
+        upstreams = {upstream.name for upstream in self.upstreams}
+        for index, rule in enumerate(self.policy.allow):
+            if rule.caller not in agents:
+                raise ValueError(
+                    f"policy.allow[{index}].caller {rule.caller!r} is not a configured agent; "
+                    "add it under [[agents]] or fix the name"
+                )
+            if rule.upstream not in upstreams:
+                raise ValueError(
+                    f"policy.allow[{index}].upstream {rule.upstream!r} is not a configured "
+                    "upstream; add it under [[upstreams]] or fix the name"
+                )
+        if any(agent.bearer != "none" for agent in self.agents) and not self.bearer_issuers:
+            raise ValueError(
+                "an agent accepts bearer tokens but no [[bearer_issuers]] is configured; "
+                'add one or set bearer = "none"'
+            )
+        if self.gateway.client_auth == "optional" and not any(
+            agent.bearer == "required" for agent in self.agents
+        ):
+            raise ValueError(
+                'gateway.client_auth = "optional" but no agent has bearer = "required": '
+                'every caller could then arrive unauthenticated; use "required"'
+            )
+        return self
+
+    def require_serving_policy(self) -> None:
+        """What ``baton serve`` needs beyond a valid file: something to serve, and rules."""
+        if not self.upstreams:
+            raise ConfigError("upstreams: none configured; add an [[upstreams]] table")
+        if not self.policy.allow:
+            raise ConfigError(
+                "policy.allow: empty, so every call would be denied (deny by default); "
+                "add [[policy.allow]] rules naming caller, upstream and methods"
+            )
 
 
 _FIXES = {
@@ -87,19 +330,27 @@ def _explain(exc: ValidationError, source: str) -> str:
     for error in exc.errors(include_url=False, include_input=False):
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         fix = _FIXES.get(error["type"], "")
-        lines.append(f"  {key}: {error['msg']}" + (f"; fix: {fix}" if fix else ""))
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {message}" + (f"; fix: {fix}" if fix else ""))
     return "\n".join(lines)
+
+
+def parse(text: str, source: str = "baton.toml") -> BatonConfig:
+    """Validate TOML ``text``; raise :class:`ConfigError` naming every problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        return BatonConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, source)) from exc
 
 
 def load(path: Path) -> BatonConfig:
     """Read and validate ``path``; raise :class:`ConfigError` with every problem."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found; run 'baton init' to create one") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        return BatonConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_explain(exc, str(path))) from exc
+    return parse(text, str(path))

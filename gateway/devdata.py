@@ -7,6 +7,7 @@ Layout (everything under ``<dir>/.baton/`` is git-ignored and private keys are
     <dir>/.baton/.gitignore                "*": never commit this folder
     <dir>/.baton/ca/ca.pem                 dev CA certificate (trust anchor)
     <dir>/.baton/ca/ca.key                 dev CA private key              0600
+    <dir>/.baton/store.key                 AES-256 key for bodies at rest  0600
     <dir>/.baton/gateway/tls.pem, tls.key  gateway certificate (server+client) and key
     <dir>/.baton/gateway/signing.jwks      gateway signing keys, active first  0600
     <dir>/.baton/gateway/jwks.json         gateway public keys (what /.well-known/jwks.json serves)
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from gateway.config import load as load_config
+from keys.atrest import generate_store_key_file
 from keys.files import (
     load_private_jwks,
     read_private_file,
@@ -103,6 +105,10 @@ class DataFolder:
         return self.data / "ca" / "ca.key"
 
     @property
+    def store_key(self) -> Path:
+        return self.data / "store.key"
+
+    @property
     def gateway(self) -> Path:
         return self.data / "gateway"
 
@@ -160,6 +166,22 @@ def _config_text(trust_domain: str, agents: tuple[str, ...]) -> str:
     ]
     for name in agents:
         lines += ["", "[[agents]]", f'name = "{name}"', 'signatures = "required"']
+    if len(agents) >= 2:
+        caller, callee = agents[0], agents[1]
+        lines += [
+            "",
+            "# Upstreams are reached at https://<gateway>/u/<name>/...; the upstream's",
+            "# certificate must carry spiffe://<trust_domain>/agent/<identity or name>.",
+            "[[upstreams]]",
+            f'name = "{callee}"',
+            'url = "https://127.0.0.1:9001"',
+            "",
+            "# Deny by default: each rule lets one caller use the listed methods.",
+            "[[policy.allow]]",
+            f'caller = "{caller}"',
+            f'upstream = "{callee}"',
+            'methods = ["ping", "tools/list", "tools/call", "SendMessage", "GetTask"]',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -169,7 +191,14 @@ def write_agent(
     """Issue certificate and keys for agent ``name``."""
     target = folder.agent(name)
     identity = str(agent_id(ca.trust_domain, name))
-    issued = ca.issue(identity, usage="client", now=now)
+    # "both": an agent calls through the gateway (client) and may serve behind it.
+    issued = ca.issue(
+        identity,
+        usage="both",
+        now=now,
+        dns_names=("localhost",),
+        ip_addresses=("127.0.0.1", "::1"),
+    )
     signing = PrivateKeySet.generate("Ed25519")
     encryption = PrivateKeySet.generate(ENCRYPTION_ALG)
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -224,6 +253,7 @@ def init_data_folder(
     save_private_jwks(folder.gateway / "signing.jwks", signing)
     save_jwks(folder.gateway / "jwks.json", signing.public())
 
+    generate_store_key_file(folder.store_key)
     for name in agents:
         write_agent(folder, ca, name, now=now)
     folder.config.write_text(_config_text(trust_domain, agents), encoding="utf-8")

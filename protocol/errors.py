@@ -15,10 +15,11 @@ the caller (``public()`` omits it).
     +-- Forbidden (403)                 policy_denied, not_participant, ...
     +-- NotFound (404)
     +-- Conflict (409)                  duplicate_bundle, stale_decision, out_of_order
-    +-- PayloadTooLarge (413), HeadersTooLarge (431)
+    +-- RequestTimeout (408), PayloadTooLarge (413), HeadersTooLarge (431)
     +-- IntegrityError (422)            chain_break, head_mismatch, seq_violation, binding_mismatch
     +-- RateLimited (429)
-    +-- Unavailable (503)               store_unavailable, audit_unavailable
+    +-- BadGateway (502), GatewayTimeout (504)   upstream_error, upstream_timeout
+    +-- Unavailable (503)               store_unavailable, audit_unavailable, circuit_open
     +-- ConfigurationError (500)        invalid_key, insecure_key_file, invalid_config
 
 The statuses follow the table in ``research/security.md`` §1. ``keys/`` sits
@@ -42,6 +43,7 @@ __all__ = [
     "AuditUnavailable",
     "AuthenticationFailed",
     "BadAudience",
+    "BadGateway",
     "BadIssuer",
     "BadSignature",
     "BatonError",
@@ -49,6 +51,7 @@ __all__ = [
     "CertificateRejected",
     "ChainBreak",
     "ChainConflict",
+    "CircuitOpen",
     "CompressionNotAllowed",
     "ConfigurationError",
     "Conflict",
@@ -57,6 +60,7 @@ __all__ = [
     "DigestMismatch",
     "DuplicateBundle",
     "Forbidden",
+    "GatewayTimeout",
     "HeadMismatch",
     "HeadersTooLarge",
     "IdentityMismatch",
@@ -80,6 +84,7 @@ __all__ = [
     "PolicyDenied",
     "RateLimited",
     "ReplayDetected",
+    "RequestTimeout",
     "SeqViolation",
     "SignatureMissing",
     "Stale",
@@ -393,6 +398,14 @@ class ChainConflict(Conflict):
 
 
 # --------------------------------------------------------------------------- 413/431
+class RequestTimeout(BatonError):
+    """The client was too slow sending its request (X05)."""
+
+    code = "request_timeout"
+    http_status = 408
+    public_message = "request timeout"
+
+
 class PayloadTooLarge(BatonError):
     """Body or artifact over its cap (X01, H13)."""
 
@@ -477,6 +490,31 @@ class AuditUnavailable(Unavailable):
     """Audit down."""
 
     code = "audit_unavailable"
+
+
+class CircuitOpen(Unavailable):
+    """The upstream's circuit breaker is open: it failed repeatedly; nothing was sent."""
+
+    code = "circuit_open"
+    public_message = "upstream unavailable"
+
+
+class BadGateway(BatonError):
+    """The upstream could not be reached, or its identity or answer was unacceptable."""
+
+    code = "upstream_error"
+    http_status = 502
+    public_message = "bad gateway"
+    retryable = True
+
+
+class GatewayTimeout(BatonError):
+    """The upstream did not answer in time."""
+
+    code = "upstream_timeout"
+    http_status = 504
+    public_message = "upstream timed out"
+    retryable = True
 
 
 # --------------------------------------------------------------------------- 500

@@ -65,6 +65,9 @@ FAMILY_STATUS: list[tuple[type[BatonError], int]] = [
     (ConfigurationError, 500),
     (CryptoError, 500),
     (Unavailable, 503),
+    (errors.RequestTimeout, 408),
+    (errors.BadGateway, 502),
+    (errors.GatewayTimeout, 504),
 ]
 
 #: Codes that audit events, metrics and clients key on. Never renamed.
@@ -208,7 +211,8 @@ def test_handoff_threat_codes_match_the_catalogue() -> None:
 
 @pytest.mark.parametrize("cls", BATON_ERRORS, ids=lambda c: c.__name__)
 def test_only_rate_limits_and_outages_are_retryable(cls: type[BatonError]) -> None:
-    assert cls.retryable == issubclass(cls, RateLimited | Unavailable)
+    retryable = RateLimited | Unavailable | errors.BadGateway | errors.GatewayTimeout
+    assert cls.retryable == issubclass(cls, retryable)
 
 
 def test_retryable_statuses() -> None:

@@ -1,0 +1,136 @@
+"""aiohttp application factories: the data plane and the admin listener.
+
+Routes of the data plane::
+
+    /u/<upstream>/<path>          every method: the pipeline of gateway/proxy.py
+    /.well-known/jwks.json        the gateway's public signing keys
+
+Routes of the admin listener (loopback by default)::
+
+    /healthz    the process is serving
+    /readyz     the store answers (503 otherwise, so a balancer drains this instance)
+    /metrics    Prometheus exposition
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+
+from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
+from gateway.proxy import Gateway
+from gateway.runtime import Runtime
+from gateway.stores import Stores, open_stores
+from gateway.tls import upstream_context
+from gateway.upstream import Upstream
+from protocol.errors import StoreUnavailable
+
+__all__ = ["GATEWAY", "AppOptions", "admin_app", "gateway_app"]
+
+GATEWAY: Final = web.AppKey("gateway", Gateway)
+STORES: Final = web.AppKey("stores", Stores)
+
+
+@dataclass(frozen=True, slots=True)
+class AppOptions:
+    """Test and benchmark hooks; production uses the defaults."""
+
+    clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    #: Use these stores instead of opening the configured ones (tests).
+    stores: Stores | None = None
+
+
+def _upstreams(runtime: Runtime, metrics: Metrics, options: AppOptions) -> dict[str, Upstream]:
+    upstreams = {}
+    for config in runtime.config.upstreams:
+        identity = runtime.upstream_identities[config.name]
+        context = upstream_context(
+            expected_identity=identity,
+            cert_file=runtime.cert_file,
+            key_file=runtime.key_file,
+            ca_file=runtime.ca_file,
+        )
+        upstreams[config.name] = Upstream(
+            config, identity=identity, ssl_context=context, metrics=metrics,
+            clock=options.monotonic,
+        )  # fmt: skip
+    return upstreams
+
+
+async def _open(runtime: Runtime, options: AppOptions) -> Stores:
+    if options.stores is not None:
+        return options.stores
+    store = runtime.config.store
+    return await open_stores(
+        store.kind,
+        path=runtime.store_path if store.kind == "sqlite" else None,
+        url=store.url,
+        cipher=runtime.cipher,
+        prefix=store.prefix,
+    )
+
+
+def gateway_app(
+    runtime: Runtime, metrics: Metrics, options: AppOptions = AppOptions()
+) -> web.Application:
+    """The data-plane application. Stores and upstream pools open on start-up."""
+    limits = runtime.config.limits
+    app = web.Application(client_max_size=limits.max_body_bytes)
+    jwks = json.dumps(runtime.signing.public().to_jwks()).encode()
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        stores = await _open(runtime, options)
+        upstreams = _upstreams(runtime, metrics, options)
+        app[STORES] = stores
+        app[GATEWAY] = Gateway(runtime, stores, upstreams, metrics, clock=options.clock)
+        yield
+        for upstream in upstreams.values():
+            await upstream.close()
+        if options.stores is None:
+            await stores.close()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await request.app[GATEWAY].handle(request)
+
+    async def serve_jwks(_request: web.Request) -> web.Response:
+        return web.Response(body=jwks, content_type="application/jwk-set+json")
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/.well-known/jwks.json", serve_jwks)
+    app.router.add_route("*", "/u/{upstream}/{tail:.*}", handle)
+    app.router.add_route("*", "/u/{upstream}", handle)
+    return app
+
+
+def admin_app(gateway: web.Application, metrics: Metrics) -> web.Application:
+    """Health, readiness and metrics for the data-plane app ``gateway``."""
+    app = web.Application()
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        stores = gateway.get(STORES)
+        if stores is None:
+            return web.json_response({"status": "starting"}, status=503)
+        try:
+            await stores.ping()
+        except StoreUnavailable:
+            return web.json_response({"status": "store unavailable"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics_page(_request: web.Request) -> web.Response:
+        response = web.Response(body=metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
+    return app

@@ -1,0 +1,653 @@
+"""The request pipeline: every request through the data plane, in this order.
+
+1. **limits** - header count and size (431), underscores in names (P13),
+   body size streamed with a cap (413 before it is all buffered), body
+   deadline (408).
+2. **authenticate** - the TLS handshake already required a certificate from
+   the CA; here the SVID profile gives the SPIFFE ID (cached per
+   certificate). A bearer JWT, where the agent's policy takes one, must be
+   bound to that certificate (RFC 8705) and name the same identity (M06, M07).
+3. **signature** - RFC 9421 over ``@method @target-uri @authority``,
+   ``content-digest`` with a body, and the routing headers present
+   (``mcp-method``, ``mcp-name``, ``a2a-version``); the key must be one of the
+   caller's own; ``@authority`` must be this gateway (R04).
+4. **replay** - ``created`` inside the window, then the nonce claimed in the
+   shared store, only after the signature verified (R09). Store down: 503.
+5. **policy** - deny by default: caller -> upstream -> method; then the
+   caller's rate limit (429 + ``Retry-After``).
+6. **record** - the request entry in the conversation's hash chain (body
+   encrypted at rest) and an audit event; either failing fails closed.
+7. **upstream** - pooled mTLS connection with the gateway's certificate, a
+   fresh RFC 9421 signature covering a ``Baton-Caller`` header. Inbound
+   credentials and signatures are never forwarded.
+8. **respond** - a JSON answer is recorded, signed (RFC 9421 over
+   ``@status``, ``content-digest`` and the request's method and URI) and sent;
+   an SSE stream is relayed event by event, each event recorded first.
+
+Any failure becomes a JSON-RPC error with a stable code and exactly one audit
+event; the internal reason goes to the log and the audit event only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Final
+
+from aiohttp import ClientResponse, web
+from multidict import CIMultiDict
+
+from adapters.jsonrpc import Call, parse_call, render_error
+from adapters.sse import EventSplitter, is_event_stream
+from gateway.metrics import Metrics
+from gateway.recorder import Recorder
+from gateway.runtime import AgentPolicy, Runtime
+from gateway.stores import Stores
+from gateway.tls import PeerIdentityCache
+from gateway.upstream import Upstream
+from keys.bearer import verify_bearer_at
+from keys.errors import KeysError
+from keys.httpsig import (
+    HttpRequest,
+    HttpResponse,
+    SignaturePolicy,
+    VerifiedSignature,
+    content_digest,
+    sign,
+    verify,
+)
+from protocol.canonical import digest
+from protocol.errors import (
+    AuditUnavailable,
+    AuthenticationFailed,
+    BadAudience,
+    BadGateway,
+    BatonError,
+    CertificateRejected,
+    HeadersTooLarge,
+    IdentityMismatch,
+    InvalidRequest,
+    PayloadTooLarge,
+    PolicyDenied,
+    RateLimited,
+    RequestTimeout,
+    SignatureMissing,
+    StoreUnavailable,
+    from_keys_error,
+)
+from protocol.replay import check_freshness, claim_nonce
+
+__all__ = ["Gateway", "Timer"]
+
+log = logging.getLogger("baton.gateway")
+
+#: Routing headers that must be covered by the caller's signature when present.
+ROUTING_HEADERS: Final = ("mcp-method", "mcp-name", "a2a-version")
+#: Never forwarded: hop-by-hop (RFC 9110 s7.6.1), inbound credentials, and the
+#: fields the gateway owns (it re-signs, re-digests and states the caller).
+_DROP_REQUEST: Final = frozenset(
+    {
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+        "upgrade", "proxy-authorization", "proxy-authenticate", "host", "content-length",
+        "authorization", "cookie", "dpop", "signature", "signature-input", "content-digest",
+        "baton-caller", "baton-conversation", "forwarded", "x-forwarded-for",
+        "x-forwarded-host", "x-forwarded-proto", "x-forwarded-client-cert", "x-real-ip",
+        "client-cert", "client-cert-chain", "traceparent",
+    }
+)  # fmt: skip
+_DROP_RESPONSE: Final = frozenset(
+    {
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+        "upgrade", "content-length", "signature", "signature-input", "content-digest",
+        "baton-conversation",
+    }
+)  # fmt: skip
+_CONVERSATION: Final = re.compile(r"[A-Za-z0-9._:~-]{1,128}")
+_TRACEPARENT: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_UPSTREAM_COMPONENTS: Final = ("@method", "@target-uri", "@authority", "baton-caller")
+_RESPONSE_COMPONENTS: Final = ("@status", "content-digest", "@method;req", "@target-uri;req")
+_MAX_RESPONSE_BYTES: Final = 16 << 20
+
+
+class Timer:
+    """Per-stage latency into the stage histogram."""
+
+    __slots__ = ("_metrics", "_t")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._t = perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = perf_counter()
+        self._metrics.stage[stage].observe(now - self._t)
+        self._t = now
+
+
+@dataclass(slots=True)
+class _Context:
+    """What is known about one request so far (for errors, audit and logs)."""
+
+    request_id: str
+    trace_id: str
+    span_id: str
+    flags: str
+    started: float
+    peer: str | None = None
+    upstream: str | None = None
+    call: Call | None = None
+    body_digest: str | None = None
+    detail: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    """An authenticated, authorised, recorded request on its way upstream."""
+
+    agent: AgentPolicy
+    upstream: Upstream
+    conversation: str
+    tail: str
+    body: bytes
+
+
+class Gateway:
+    """The data plane: holds everything loaded at start-up; :meth:`handle` per request."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        stores: Stores,
+        upstreams: dict[str, Upstream],
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+        token: Callable[[int], str] = secrets.token_urlsafe,
+    ) -> None:
+        self.runtime = runtime
+        self.stores = stores
+        self.upstreams = upstreams
+        self.metrics = metrics
+        self.recorder = Recorder(stores.transcripts, stores.audit)
+        self._clock = clock
+        self._token = token
+        self._limits = runtime.config.limits
+        self._peers = PeerIdentityCache(runtime.anchors, runtime.config.trust_domain)
+        self._policies: dict[frozenset[str], SignaturePolicy] = {}
+        self._signing_key = runtime.signing.active
+        self._optional_client_cert = runtime.config.gateway.client_auth == "optional"
+
+    # ------------------------------------------------------------------ entry
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        ctx = self._context(request)
+        try:
+            response = await self._pipeline(request, ctx)
+        except BatonError as exc:
+            return await self._reject(ctx, exc)
+        except Exception as exc:  # a bug: fail closed, never leak the reason
+            log.exception("internal error", extra={"request_id": ctx.request_id})
+            return await self._reject(ctx, BatonError(f"{type(exc).__name__}: {exc}"))
+        self._finish(ctx, response.status, "accepted", "ok")
+        return response
+
+    def _context(self, request: web.Request) -> _Context:
+        trace_id, flags = secrets.token_hex(16), "01"
+        incoming = request.headers.get("traceparent")
+        if incoming is not None:
+            match = _TRACEPARENT.fullmatch(incoming.strip())
+            if match and match[1] != "0" * 32 and match[2] != "0" * 16:
+                trace_id, flags = match[1], match[3]
+        return _Context(
+            request_id=self._token(12),
+            trace_id=trace_id,
+            span_id=secrets.token_hex(8),
+            flags=flags,
+            started=perf_counter(),
+        )
+
+    # --------------------------------------------------------------- pipeline
+    async def _pipeline(self, request: web.Request, ctx: _Context) -> web.StreamResponse:
+        timer = Timer(self.metrics)
+        self._check_headers(request)
+        body = await self._read_body(request)
+        if body:
+            ctx.body_digest = digest(body)
+        timer.lap("limits")
+
+        now = self._clock()
+        agent = self._authenticate(request, now)
+        ctx.peer = agent.identity
+        timer.lap("authenticate")
+
+        verified = self._verify_signature(request, agent, body)
+        timer.lap("signature")
+        if verified is not None:
+            check_freshness(
+                verified.created, verified.expires, now=now, policy=self.runtime.freshness
+            )
+            await claim_nonce(self.stores.nonces, verified, now=now, policy=self.runtime.freshness)
+        timer.lap("replay")
+
+        upstream, tail = self._route(request, agent)
+        ctx.upstream = upstream.name
+        call = parse_call(
+            body,
+            http_method=request.method,
+            path="/" + tail,
+            content_type=request.headers.get("content-type", ""),
+            max_depth=self._limits.max_json_depth,
+        )
+        ctx.call = call
+        self.runtime.policy.check(agent.name, upstream.name, call.method)
+        timer.lap("policy")
+        rate = agent.rate_limit
+        decision = await self.stores.rates.hit(
+            agent.identity, limit=rate.requests, window_s=rate.window_s, now=now
+        )
+        if not decision.allowed:
+            raise RateLimited(
+                f"{agent.name}: over {rate.requests} per {rate.window_s}s",
+                retry_after=max(1, round(decision.retry_after_s + 0.5)),
+            )
+        timer.lap("rate_limit")
+
+        conversation = self._conversation(request)
+        await self.recorder.entry(
+            body or None,
+            conversation=conversation,
+            ts=int(now * 1000),
+            sender=agent.identity,
+            to=upstream.identity,
+            protocol="jsonrpc" if call.is_jsonrpc else "http",
+            kind="request",
+            method=call.method[:256],
+            rpc_id=call.rpc_id,
+            body_digest=ctx.body_digest,
+            body_size=len(body),
+            signer=verified.keyid if verified else None,
+            verified=verified is not None,
+        )
+        await self._audit(
+            ctx, now, event="request.accepted", outcome="accepted", reason=None,
+            detail=f"{upstream.name} {call.method}"[:1000],
+        )  # fmt: skip
+        timer.lap("record")
+
+        exchange = _Exchange(agent, upstream, conversation, tail, body)
+        response = await self._forward(request, ctx, exchange)
+        timer.lap("upstream")
+        try:
+            return await self._respond(request, ctx, exchange, response)
+        finally:
+            response.release()
+            timer.lap("respond")
+
+    # ----------------------------------------------------------------- limits
+    def _check_headers(self, request: web.Request) -> None:
+        raw = request.raw_headers
+        if len(raw) > self._limits.max_headers:
+            raise HeadersTooLarge(f"{len(raw)} header fields")
+        size = 0
+        for name, value in raw:
+            size += len(name) + len(value) + 4
+            if b"_" in name:
+                raise InvalidRequest("underscore in a header name")
+        if size > self._limits.max_header_bytes:
+            raise HeadersTooLarge(f"{size} bytes of header fields")
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        length = request.content_length
+        if length is not None and length > self._limits.max_body_bytes:
+            raise PayloadTooLarge(f"Content-Length {length}")
+        if not request.can_read_body:
+            return b""
+        try:
+            async with asyncio.timeout(self._limits.body_timeout_s):
+                return await request.read()  # capped by client_max_size while reading
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLarge("body over the limit") from None
+        except TimeoutError:
+            raise RequestTimeout("body not received in time") from None
+
+    # ----------------------------------------------------------- authenticate
+    def _authenticate(self, request: web.Request, now: float) -> AgentPolicy:
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        leaf = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        token = self._bearer_token(request)
+        identity: str | None = None
+        thumbprint: str | None = None
+        if leaf is not None:
+            peer = self._peers.identify(leaf, dt.datetime.fromtimestamp(now, dt.UTC))
+            identity, thumbprint = peer.spiffe_id, peer.x5t_s256
+        elif not self._optional_client_cert:
+            raise CertificateRejected("no client certificate")
+        agent = self.runtime.agents_by_identity.get(identity) if identity else None
+        if identity is not None and agent is None:
+            raise CertificateRejected(f"{identity} is not a configured agent")
+        if token is None:
+            if agent is None:
+                raise AuthenticationFailed("neither a client certificate nor a bearer token")
+            if agent.bearer == "required":
+                raise AuthenticationFailed(f"{agent.name} must present a bearer token")
+            return agent
+        if agent is not None and agent.bearer == "none":
+            raise AuthenticationFailed(f"{agent.name} is not configured for bearer tokens")
+        subject = self._verify_bearer(token, now, thumbprint, identity)
+        if agent is None:
+            agent = self.runtime.agents_by_identity.get(subject)
+            if agent is None or agent.bearer != "required":
+                raise AuthenticationFailed("token subject is not a bearer-only agent")
+        return agent
+
+    @staticmethod
+    def _bearer_token(request: web.Request) -> str | None:
+        values = request.headers.getall("authorization", [])
+        if not values:
+            return None
+        scheme, _, token = values[0].partition(" ")
+        if len(values) != 1 or scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationFailed("Authorization is not one Bearer token")
+        return token.strip()
+
+    def _verify_bearer(
+        self, token: str, now: float, thumbprint: str | None, identity: str | None
+    ) -> str:
+        issuers = self.runtime.bearer_issuers
+        last: BatonError = AuthenticationFailed("no issuer accepted the token")
+        for issuer in issuers:
+            try:
+                claims = verify_bearer_at(
+                    token,
+                    issuer,
+                    now=now,
+                    client_cert_x5t_s256=thumbprint,
+                    expected_subject=identity,
+                )
+            except KeysError as exc:
+                last = from_keys_error(exc)
+                if last.code == "bad_issuer" and len(issuers) > 1:
+                    continue
+                raise last from exc
+            return claims.subject
+        raise last
+
+    # -------------------------------------------------------------- signature
+    def _signature_policy(self, request: web.Request) -> SignaturePolicy:
+        present = frozenset(name for name in ROUTING_HEADERS if name in request.headers)
+        policy = self._policies.get(present)
+        if policy is None:
+            policy = SignaturePolicy(
+                required_components=frozenset({"@method", "@target-uri", "@authority"}) | present
+            )
+            self._policies[present] = policy
+        return policy
+
+    def _verify_signature(
+        self, request: web.Request, agent: AgentPolicy, body: bytes
+    ) -> VerifiedSignature | None:
+        signed = "signature" in request.headers or "signature-input" in request.headers
+        if not signed:
+            if agent.signatures == "required":
+                raise SignatureMissing(f"{agent.name} must sign its requests")
+            return None
+        authority = request.host.lower()
+        if authority not in self.runtime.authorities:
+            raise BadAudience(f"request addressed to {authority!r}, not this gateway")
+        message = HttpRequest(
+            request.method, f"https://{authority}{request.raw_path}", list(request.headers.items())
+        )
+        try:
+            return verify(message, agent.keys, self._signature_policy(request), body=body)
+        except KeysError as exc:
+            error = from_keys_error(exc)
+            if error.code == "unknown_kid":
+                raise IdentityMismatch(f"key is not one of {agent.name}'s: {exc}") from exc
+            raise error from exc
+
+    # ---------------------------------------------------------------- routing
+    def _route(self, request: web.Request, agent: AgentPolicy) -> tuple[Upstream, str]:
+        name = request.match_info.get("upstream", "")
+        upstream = self.upstreams.get(name)
+        if upstream is None:  # same answer as a denial: names are not enumerable
+            raise PolicyDenied(f"{agent.name} asked for unknown upstream {name!r}")
+        return upstream, request.match_info.get("tail", "")
+
+    @staticmethod
+    def _conversation(request: web.Request) -> str:
+        for header in ("baton-conversation", "mcp-session-id"):
+            value = request.headers.get(header)
+            if value is not None:
+                if not _CONVERSATION.fullmatch(value):
+                    raise InvalidRequest(f"{header} is not a valid conversation id")
+                return value
+        return "c-" + secrets.token_hex(16)
+
+    # --------------------------------------------------------------- forward
+    async def _forward(
+        self, request: web.Request, ctx: _Context, exchange: _Exchange
+    ) -> ClientResponse:
+        agent, upstream, body = exchange.agent, exchange.upstream, exchange.body
+        tail, conversation = exchange.tail, exchange.conversation
+        url = f"{upstream.base_url}/{tail}"
+        if request.query_string:
+            url += "?" + request.query_string
+        connection_named = {
+            token.strip().lower()
+            for value in request.headers.getall("connection", [])
+            for token in value.split(",")
+        }
+        headers = [
+            (name, value)
+            for name, value in request.headers.items()
+            if (lower := name.lower()) not in _DROP_REQUEST and lower not in connection_named
+        ]
+        headers.append(("baton-caller", agent.identity))
+        headers.append(("baton-conversation", conversation))
+        headers.append(("traceparent", ctx.traceparent))
+        components: tuple[str, ...] = _UPSTREAM_COMPONENTS
+        if body:
+            headers.append(("content-digest", content_digest(body)))
+            components = (*components, "content-digest")
+        signature_input, signature = sign(
+            HttpRequest(request.method, url, headers),
+            self._signing_key,
+            components=components,
+            created=int(self._clock()),
+            nonce=self._token(16),
+        )
+        headers.append(("signature-input", signature_input))
+        headers.append(("signature", signature))
+        return await upstream.send(request.method, url, headers, body)
+
+    # --------------------------------------------------------------- respond
+    def _response_headers(self, response: ClientResponse, conversation: str) -> CIMultiDict[str]:
+        headers: CIMultiDict[str] = CIMultiDict()
+        for name, value in response.headers.items():
+            if name.lower() not in _DROP_RESPONSE:
+                headers.add(name, value)
+        headers["Baton-Conversation"] = conversation
+        return headers
+
+    async def _respond(
+        self, request: web.Request, ctx: _Context, exchange: _Exchange, response: ClientResponse
+    ) -> web.StreamResponse:
+        agent, upstream, conversation = exchange.agent, exchange.upstream, exchange.conversation
+        headers = self._response_headers(response, conversation)
+        if is_event_stream(response.headers.get("content-type", "")):
+            return await self._relay_stream(request, exchange, response, headers)
+        data = await self._read_upstream(upstream, response)
+        now = self._clock()
+        await self.recorder.entry(
+            data or None,
+            conversation=conversation,
+            ts=int(now * 1000),
+            sender=upstream.identity,
+            to=agent.identity,
+            protocol="jsonrpc" if ctx.call and ctx.call.is_jsonrpc else "http",
+            kind="response" if response.status < 400 else "error",
+            method=ctx.call.method[:256] if ctx.call else None,
+            rpc_id=ctx.call.rpc_id if ctx.call else None,
+            status=response.status,
+            body_digest=digest(data) if data else None,
+            body_size=len(data),
+            signer=None,
+            verified=False,
+        )
+        headers["Content-Digest"] = content_digest(data)
+        target = f"https://{request.host}{request.raw_path}"
+        signature_input, signature = sign(
+            HttpResponse(
+                response.status,
+                list(headers.items()),
+                HttpRequest(request.method, target, ()),
+            ),
+            self._signing_key,
+            components=_RESPONSE_COMPONENTS,
+            created=int(now),
+            nonce=self._token(16),
+        )
+        headers["Signature-Input"] = signature_input
+        headers["Signature"] = signature
+        return web.Response(status=response.status, headers=headers, body=data)
+
+    async def _read_upstream(self, upstream: Upstream, response: ClientResponse) -> bytes:
+        if (response.content_length or 0) > _MAX_RESPONSE_BYTES:
+            raise BadGateway(f"{upstream.name}: response over {_MAX_RESPONSE_BYTES} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+                if size > _MAX_RESPONSE_BYTES:
+                    raise BadGateway(f"{upstream.name}: response over {_MAX_RESPONSE_BYTES} bytes")
+                chunks.append(chunk)
+        except TimeoutError as exc:
+            raise BadGateway(f"{upstream.name}: response body timed out") from exc
+        except OSError as exc:
+            raise BadGateway(f"{upstream.name}: response body failed: {exc}") from exc
+        return b"".join(chunks)
+
+    async def _relay_stream(
+        self,
+        request: web.Request,
+        exchange: _Exchange,
+        response: ClientResponse,
+        headers: CIMultiDict[str],
+    ) -> web.StreamResponse:
+        agent, upstream, conversation = exchange.agent, exchange.upstream, exchange.conversation
+        out = web.StreamResponse(status=response.status, headers=headers)
+        await out.prepare(request)
+        splitter = EventSplitter()
+        counter = self.metrics.stream_events.labels(upstream.name)
+
+        async def relay(event: bytes) -> None:
+            await self.recorder.entry(
+                event,
+                conversation=conversation,
+                ts=int(self._clock() * 1000),
+                sender=upstream.identity,
+                to=agent.identity,
+                protocol="jsonrpc",
+                kind="stream_event",
+                status=response.status,
+                body_digest=digest(event),
+                body_size=len(event),
+                signer=None,
+                verified=False,
+            )
+            await out.write(event)
+            counter.inc()
+
+        try:
+            async for chunk in response.content.iter_any():
+                for event in splitter.feed(chunk):
+                    await relay(event)
+            rest = splitter.flush()
+            if rest:
+                await relay(rest)
+            await out.write_eof()
+        except (BatonError, OSError, TimeoutError) as exc:
+            # The status line is gone; cutting the stream is the only honest signal.
+            log.warning(
+                "stream cut",
+                extra={"upstream": upstream.name, "reason": type(exc).__name__},
+            )
+            if request.transport is not None:
+                request.transport.close()
+        return out
+
+    # ----------------------------------------------------------- rejections
+    async def _audit(
+        self, ctx: _Context, now: float, *, event: str, outcome: str, reason: str | None,
+        detail: str | None,
+    ) -> None:  # fmt: skip
+        try:
+            await self.recorder.event(
+                ts=int(now * 1000),
+                event=event,
+                outcome=outcome,
+                reason=reason,
+                request_id=ctx.request_id,
+                peer=ctx.peer,
+                artifact_sha256=ctx.body_digest,
+                detail=detail,
+            )
+        except StoreUnavailable as exc:
+            raise AuditUnavailable(f"audit log: {exc.detail}") from exc
+
+    async def _reject(self, ctx: _Context, error: BatonError) -> web.Response:
+        try:
+            await self._audit(
+                ctx, self._clock(), event="request.rejected", outcome="rejected",
+                reason=error.code, detail=error.diagnostics()[:1000],
+            )  # fmt: skip
+        except AuditUnavailable as audit_error:
+            log.error("audit log unavailable", extra={"request_id": ctx.request_id})
+            error = audit_error
+        self._finish(ctx, error.http_status, "rejected", error.code, detail=error.diagnostics())
+        rpc_id = ctx.call.rpc_id if ctx.call else None
+        headers = {"Content-Type": "application/json"}
+        if isinstance(error, AuthenticationFailed):
+            headers["WWW-Authenticate"] = error.www_authenticate
+        if error.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(error.retry_after)))
+        return web.Response(
+            status=error.http_status,
+            headers=headers,
+            body=render_error(error, rpc_id=rpc_id, trace_id=ctx.trace_id),
+        )
+
+    def _finish(
+        self, ctx: _Context, status: int, outcome: str, code: str, detail: str | None = None
+    ) -> None:
+        elapsed = perf_counter() - ctx.started
+        self.metrics.requests.labels(outcome, code).inc()
+        self.metrics.request_seconds.observe(elapsed)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "request",
+                extra={
+                    "request_id": ctx.request_id,
+                    "trace_id": ctx.trace_id,
+                    "peer": ctx.peer,
+                    "upstream": ctx.upstream,
+                    "method": ctx.call.method if ctx.call else None,
+                    "status": status,
+                    "outcome": outcome,
+                    "code": code,
+                    "reason": detail,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )

@@ -1,0 +1,99 @@
+"""Appending to hash chains without forks and without needless round trips.
+
+The stores give compare-and-append (``protocol/ports.py``). Within one
+process, :class:`Recorder` serialises appends to the same chain with striped
+locks and remembers the head it last wrote, so the common case is one store
+call per record; across processes, a :class:`~protocol.errors.ChainConflict`
+means another writer got there first: re-read the head and retry, a bounded
+number of times (then fail closed with ``store_unavailable``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+from protocol.audit import AuditEvent
+from protocol.chain import ChainedRecord, ChainHead
+from protocol.errors import ChainConflict, StoreUnavailable
+from protocol.ports import AuditLog, TranscriptStore
+from protocol.transcript import TranscriptEntry
+
+__all__ = ["Recorder"]
+
+_STRIPES: Final = 256
+_HEADS_CACHED: Final = 10_000
+_MAX_ATTEMPTS: Final = 32
+_AUDIT: Final = "\x00audit"
+
+R = TypeVar("R", bound=ChainedRecord)
+
+
+class Recorder:
+    """Transcript entries and audit events, appended in order."""
+
+    def __init__(self, transcripts: TranscriptStore, audit: AuditLog) -> None:
+        self._transcripts = transcripts
+        self._audit = audit
+        self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
+        self._heads: OrderedDict[str, ChainHead] = OrderedDict()
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._locks[zlib.crc32(key.encode()) % _STRIPES]
+
+    def _remember(self, key: str, head: ChainHead) -> None:
+        self._heads[key] = head
+        self._heads.move_to_end(key)
+        if len(self._heads) > _HEADS_CACHED:
+            self._heads.popitem(last=False)
+
+    async def _append(
+        self,
+        key: str,
+        read_head: Callable[[], Awaitable[ChainHead]],
+        make: Callable[[ChainHead], R],
+        store: Callable[[R], Awaitable[None]],
+    ) -> R:
+        async with self._lock(key):
+            head = self._heads.get(key)
+            if head is None:
+                head = await read_head()
+            for _ in range(_MAX_ATTEMPTS):
+                record = make(head)
+                try:
+                    await store(record)
+                except ChainConflict:
+                    head = await read_head()
+                    continue
+                except BaseException:
+                    self._heads.pop(key, None)  # unknown outcome: re-read next time
+                    raise
+                self._remember(key, record.head)
+                return record
+        raise StoreUnavailable(f"chain {key!r}: {_MAX_ATTEMPTS} conflicting appends in a row")
+
+    async def entry(self, body: bytes | None, **fields: Any) -> TranscriptEntry:
+        """Append a :class:`TranscriptEntry` with ``fields`` and its ``body``."""
+        conversation: str = fields["conversation"]
+
+        async def store(entry: TranscriptEntry) -> None:
+            await self._transcripts.append(entry, body)
+
+        return await self._append(
+            "t:" + conversation,
+            lambda: self._transcripts.head(conversation),
+            lambda head: TranscriptEntry.create(head, **fields),
+            store,
+        )
+
+    async def event(self, **fields: Any) -> AuditEvent:
+        """Append an :class:`AuditEvent` with ``fields``."""
+        return await self._append(
+            _AUDIT,
+            self._audit.head,
+            lambda head: AuditEvent.create(head, **fields),
+            self._audit.append,
+        )

@@ -1,0 +1,171 @@
+"""Everything the data plane needs, loaded and checked once at start-up.
+
+Keys, certificates, key sets, policy and issuers are parsed here and never on
+the hot path. A missing or unreadable file is a :class:`ConfigError` naming
+the file and the fix, so ``baton serve`` and ``baton check-config`` refuse to
+start rather than run half-configured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+from gateway.config import AgentConfig, BatonConfig, ConfigError, RateLimitConfig
+from gateway.devdata import DataFolder
+from keys.atrest import StoreCipher
+from keys.bearer import BearerIssuer
+from keys.errors import KeysError
+from keys.files import load_jwks, load_private_jwks
+from keys.keyset import KeySet, PrivateKeySet
+from keys.strictjson import loads_object
+from keys.x509 import TrustAnchors
+from protocol.identity import agent_id, gateway_id
+from protocol.policy import Policy, Rule
+from protocol.replay import FreshnessPolicy
+
+__all__ = ["AgentPolicy", "Runtime", "load_runtime"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPolicy:
+    """One agent as the gateway treats it."""
+
+    name: str
+    identity: str
+    keys: KeySet
+    signatures: Literal["required", "optional"]
+    bearer: Literal["none", "optional", "required"]
+    rate_limit: RateLimitConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Immutable after start-up; shared by every request."""
+
+    config: BatonConfig
+    folder: DataFolder
+    identity: str
+    signing: PrivateKeySet
+    anchors: TrustAnchors
+    cipher: StoreCipher
+    policy: Policy
+    freshness: FreshnessPolicy
+    agents_by_identity: MappingProxyType[str, AgentPolicy]
+    bearer_issuers: tuple[BearerIssuer, ...]
+    authorities: frozenset[str]
+    upstream_identities: MappingProxyType[str, str] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    @property
+    def ca_file(self) -> Path:
+        return self.folder.ca_cert
+
+    @property
+    def cert_file(self) -> Path:
+        return self.folder.gateway / "tls.pem"
+
+    @property
+    def key_file(self) -> Path:
+        return self.folder.gateway / "tls.key"
+
+    @property
+    def store_path(self) -> Path:
+        path = Path(self.config.store.path)
+        return path if path.is_absolute() else self.folder.root / path
+
+
+def _load(what: str, path: Path, fix: str) -> None:
+    if not path.is_file():
+        raise ConfigError(f"{what}: {path} not found; {fix}")
+
+
+def _agent(config: BatonConfig, folder: DataFolder, agent: AgentConfig) -> AgentPolicy:
+    path = folder.agent(agent.name) / "public.jwks"
+    _load(f"agents.{agent.name}", path, f"run 'baton keys new-agent {agent.name}'")
+    try:
+        keys = load_jwks(path)
+    except (KeysError, OSError) as exc:
+        raise ConfigError(f"agents.{agent.name}: {path}: {exc}") from exc
+    return AgentPolicy(
+        name=agent.name,
+        identity=str(agent_id(config.trust_domain, agent.name)),
+        keys=keys,
+        signatures=agent.signatures,
+        bearer=agent.bearer,
+        rate_limit=agent.rate_limit or config.rate_limit,
+    )
+
+
+def _issuers(config: BatonConfig, root: Path, gateway: str) -> tuple[BearerIssuer, ...]:
+    issuers = []
+    for index, item in enumerate(config.bearer_issuers):
+        path = Path(item.jwks_file)
+        path = path if path.is_absolute() else root / path
+        where = f"bearer_issuers[{index}].jwks_file"
+        _load(where, path, "point it at the issuer's public JWKS file")
+        try:
+            jwks = loads_object(path.read_bytes())
+            issuers.append(
+                BearerIssuer.from_jwks(
+                    item.issuer,
+                    item.audience or gateway,
+                    jwks,
+                    leeway_s=item.leeway_s,
+                    max_lifetime_s=item.max_lifetime_s,
+                )
+            )
+        except (KeysError, ValueError) as exc:
+            raise ConfigError(f"{where}: {path}: {exc}") from exc
+    return tuple(issuers)
+
+
+def load_runtime(config: BatonConfig, root: Path) -> Runtime:
+    """Load keys, certificates and policy for ``config`` (its folder is ``root``)."""
+    config.require_serving_policy()
+    folder = DataFolder(root)
+    init_fix = "run 'baton init' (or restore the data folder)"
+    for what, path in (
+        ("CA certificate", folder.ca_cert),
+        ("gateway certificate", folder.gateway / "tls.pem"),
+        ("gateway TLS key", folder.gateway / "tls.key"),
+        ("gateway signing keys", folder.gateway / "signing.jwks"),
+        ("store key", folder.store_key),
+    ):
+        _load(what, path, init_fix)
+    try:
+        signing = load_private_jwks(folder.gateway / "signing.jwks")
+        cipher = StoreCipher.from_file(folder.store_key)
+        anchors = TrustAnchors.from_pem(folder.ca_cert.read_bytes())
+    except (KeysError, OSError) as exc:
+        raise ConfigError(f"gateway keys: {exc}") from exc
+    identity = str(gateway_id(config.trust_domain, config.gateway.name))
+    agents = {}
+    for agent in config.agents:
+        policy = _agent(config, folder, agent)
+        agents[policy.identity] = policy
+    rules = [
+        Rule(rule.caller, rule.upstream, frozenset(rule.methods)) for rule in config.policy.allow
+    ]
+    return Runtime(
+        config=config,
+        folder=folder,
+        identity=identity,
+        signing=signing,
+        anchors=anchors,
+        cipher=cipher,
+        policy=Policy(rules),
+        freshness=FreshnessPolicy(config.replay.window_s, config.replay.skew_s),
+        agents_by_identity=MappingProxyType(agents),
+        bearer_issuers=_issuers(config, root, identity),
+        authorities=config.gateway.public_authorities(),
+        upstream_identities=MappingProxyType(
+            {
+                upstream.name: str(agent_id(config.trust_domain, upstream.identity_name))
+                for upstream in config.upstreams
+            }
+        ),
+    )

@@ -1,0 +1,133 @@
+"""``baton serve``: one worker in this process, or N workers sharing the port.
+
+With ``--workers N`` (N > 1) a supervisor starts N worker processes that each
+bind the listener and the admin port with ``SO_REUSEPORT``, so the kernel
+spreads connections across them; each worker opens its own store connections
+(SQLite connections must never cross a fork). The supervisor sets
+``PROMETHEUS_MULTIPROC_DIR`` so ``/metrics`` aggregates every worker.
+
+Shutdown (SIGTERM or SIGINT) is graceful: listeners close first, then
+in-flight requests get ``gateway.drain_timeout_s`` to finish, then stores
+and upstream pools close. A worker that dies makes the supervisor stop the
+others and exit non-zero (a process manager restarts the whole unit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.app import admin_app, gateway_app
+from gateway.config import load, split_host_port
+from gateway.metrics import Metrics
+from gateway.runtime import Runtime, load_runtime
+from gateway.tls import server_context
+
+__all__ = ["run", "serve_worker"]
+
+log = logging.getLogger("baton.serve")
+
+
+async def _serve(runtime: Runtime, *, reuse_port: bool) -> None:
+    config = runtime.config
+    limits = config.limits
+    metrics = Metrics()
+    app = gateway_app(runtime, metrics)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=config.gateway.drain_timeout_s,
+        keepalive_timeout=limits.idle_timeout_s,
+        # aiohttp's own parser caps sit above ours, which answer 431 first.
+        max_field_size=limits.max_header_bytes * 2,
+        max_line_size=limits.max_header_bytes * 2,
+        max_headers=limits.max_headers * 2,
+    )
+    admin_runner = web.AppRunner(admin_app(app, metrics), access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    await admin_runner.setup()
+    host, port = split_host_port(config.gateway.listen)
+    admin_host, admin_port = split_host_port(config.gateway.admin_listen)
+    tls = server_context(
+        cert_file=runtime.cert_file,
+        key_file=runtime.key_file,
+        ca_file=runtime.ca_file,
+        require_client_cert=config.gateway.client_auth == "required",
+    )
+    site = web.TCPSite(
+        runner, host, port, ssl_context=tls, backlog=1024, reuse_port=reuse_port or None
+    )
+    admin_site = web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=reuse_port or None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await site.start()
+        await admin_site.start()
+        log.info(
+            "listening",
+            extra={"listen": config.gateway.listen, "admin": config.gateway.admin_listen,
+                   "pid": os.getpid(), "identity": runtime.identity},
+        )  # fmt: skip
+        await stop.wait()
+        log.info("draining", extra={"pid": os.getpid()})
+    finally:
+        await admin_runner.cleanup()
+        await runner.cleanup()
+    log.info("stopped", extra={"pid": os.getpid()})
+
+
+def serve_worker(config_path: Path, *, reuse_port: bool) -> None:
+    """Run one worker until SIGTERM/SIGINT."""
+    runtime = load_runtime(load(config_path), config_path.parent)
+    asyncio.run(_serve(runtime, reuse_port=reuse_port))
+
+
+def _supervise(config_path: Path, workers: int) -> int:
+    metrics_dir = tempfile.mkdtemp(prefix="baton-metrics-")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--dir", str(config_path.parent),
+               "--worker"]  # fmt: skip
+    children = [subprocess.Popen(command, env=env) for _ in range(workers)]  # noqa: S603
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    try:
+        while children:
+            pid, code = os.wait()
+            exited = [child for child in children if child.pid == pid]
+            if not exited:
+                continue
+            children.remove(exited[0])
+            exited[0].returncode = code
+            if code != 0 and status == 0:
+                status = 1
+                forward(signal.SIGTERM, None)  # one worker failed: stop the unit
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return status
+
+
+def run(config_path: Path, *, workers: int = 1) -> int:
+    """Validate everything up front, then serve (see the module docstring)."""
+    load_runtime(load(config_path), config_path.parent)  # fail before forking
+    if workers <= 1:
+        serve_worker(config_path, reuse_port=False)
+        return 0
+    return _supervise(config_path, workers)
