@@ -23,7 +23,7 @@ from typing import Final
 from aiohttp import web
 
 from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
-from gateway.proxy import Gateway
+from gateway.proxy import ALL_STAGES, Gateway
 from gateway.runtime import Runtime
 from gateway.stores import Stores, open_stores
 from gateway.tls import upstream_context
@@ -44,6 +44,8 @@ class AppOptions:
     monotonic: Callable[[], float] = time.monotonic
     #: Use these stores instead of opening the configured ones (tests).
     stores: Stores | None = None
+    #: Pipeline stages to run; fewer only for the benchmark ladder in bench/.
+    stages: frozenset[str] = ALL_STAGES
 
 
 def _upstreams(runtime: Runtime, metrics: Metrics, options: AppOptions) -> dict[str, Upstream]:
@@ -88,7 +90,9 @@ def gateway_app(
         stores = await _open(runtime, options)
         upstreams = _upstreams(runtime, metrics, options)
         app[STORES] = stores
-        app[GATEWAY] = Gateway(runtime, stores, upstreams, metrics, clock=options.clock)
+        app[GATEWAY] = Gateway(
+            runtime, stores, upstreams, metrics, clock=options.clock, stages=options.stages
+        )
         yield
         for upstream in upstreams.values():
             await upstream.close()
