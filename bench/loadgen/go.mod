@@ -1,0 +1,3 @@
+module baton/bench/loadgen
+
+go 1.19
