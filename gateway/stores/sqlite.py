@@ -3,25 +3,86 @@
 One file, WAL mode, nothing to install. Writes that must be atomic across
 processes run inside ``BEGIN IMMEDIATE`` transactions, which take SQLite's
 write lock up front, so two gateway processes on one host sharing the file
-cannot both claim a nonce. ``sqlite3`` errors become
-:class:`~protocol.errors.StoreUnavailable` (fail closed).
+cannot both claim a nonce, both extend one chain head, or both spend the last
+unit of a rate limit. ``sqlite3`` errors become
+:class:`~protocol.errors.StoreUnavailable` (fail closed); nothing from
+``sqlite3`` escapes.
 
-The calls are short (tens of microseconds on a local disk) and run on the
-event loop's thread; the data plane moves them to a worker thread if
-measurement says so.
+Tables (created on first use, ``IF NOT EXISTS``):
+
+``nonces(scope, nonce, expires)``
+    primary key ``(scope, nonce)``; a row lives until the injected ``now``
+    reaches ``expires``.
+``transcript_entries(conversation, seq, hash, record, body)``
+    primary key ``(conversation, seq)``; ``record`` is the entry's canonical
+    bytes, ``body`` the sealed body or NULL. The head is the row with the
+    greatest ``seq``, read inside the same transaction that inserts.
+``audit_events(seq, hash, record)``
+    the one audit chain; ``seq`` is the primary key.
+``rate_windows(key, window, count, expires)``
+    primary key ``(key, window)``; ``window`` is ``floor(now / window_s)``.
+
+Every time here is the injected ``now``: the store never reads a clock.
+
+Connections: open one per process (SQLite state must never cross ``fork()``;
+workers open their own) and use it from one thread. The stores sharing a
+connection never interleave transactions because each call runs to completion
+without awaiting. The calls are short (tens of microseconds on a local disk)
+and run on the event loop's thread; the data plane moves them to a worker
+thread if measurement says so.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Final
 
+from gateway.stores.common import (
+    Window,
+    check_rate_args,
+    check_ttl,
+    decide,
+    load_record,
+    open_body,
+    read_span,
+    require_extends,
+    require_hash,
+    seal_body,
+    stored_seq,
+)
+from keys.atrest import StoreCipher
+from protocol.audit import AuditEvent
+from protocol.chain import ChainHead
 from protocol.errors import StoreUnavailable
+from protocol.ports import RateDecision
+from protocol.transcript import TranscriptEntry
 
-__all__ = ["SqliteNonceStore", "connect"]
+__all__ = [
+    "SqliteAuditLog",
+    "SqliteNonceStore",
+    "SqliteRateLimiter",
+    "SqliteTranscriptStore",
+    "connect",
+    "create_private_file",
+]
 
 _PURGE_EVERY: Final = 1024
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` with mode 0600 if it does not exist (SQLite keeps the
+    mode for its ``-wal`` and ``-shm`` files). An existing file is left as is."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot create SQLite store {path}: {exc}") from exc
+    os.close(fd)
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
@@ -36,44 +97,248 @@ def connect(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Turn any ``sqlite3`` failure in the block into :class:`StoreUnavailable`."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"{what}: {exc}") from exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Undo an open transaction; a failure here is already being reported."""
+    with suppress(sqlite3.Error):
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One ``BEGIN IMMEDIATE`` transaction: committed if the block returns,
+    rolled back (nothing stored) if it raises or the commit fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
+def _create(conn: sqlite3.Connection, what: str, *statements: str) -> None:
+    with _translated(f"cannot create {what} table"):
+        for statement in statements:
+            conn.execute(statement)
+
+
 class SqliteNonceStore:
-    """:class:`~protocol.ports.NonceStore` on SQLite: a primary-key insert per claim."""
+    """:class:`~protocol.ports.NonceStore` on SQLite: a primary-key insert per claim.
+
+    A claim lives until the injected ``now`` reaches ``now_at_claim + ttl_s``.
+    """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._claims = 0
-        try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS nonces ("
-                " scope TEXT NOT NULL, nonce TEXT NOT NULL, expires REAL NOT NULL,"
-                " PRIMARY KEY (scope, nonce)) WITHOUT ROWID"
-            )
-            conn.execute("CREATE INDEX IF NOT EXISTS nonces_expires ON nonces (expires)")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot create nonce table: {exc}") from exc
+        _create(
+            conn,
+            "nonce",
+            "CREATE TABLE IF NOT EXISTS nonces ("
+            " scope TEXT NOT NULL, nonce TEXT NOT NULL, expires REAL NOT NULL,"
+            " PRIMARY KEY (scope, nonce)) WITHOUT ROWID",
+            "CREATE INDEX IF NOT EXISTS nonces_expires ON nonces (expires)",
+        )
 
     async def claim(self, scope: str, nonce: str, *, ttl_s: int, now: float) -> bool:
         """True for the first claim of ``(scope, nonce)`` while it lives."""
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(
-                    "DELETE FROM nonces WHERE scope = ? AND nonce = ? AND expires <= ?",
-                    (scope, nonce, now),
-                )
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO nonces (scope, nonce, expires) VALUES (?, ?, ?)",
-                    (scope, nonce, now + ttl_s),
-                )
-                first = cursor.rowcount == 1
-                self._claims += 1
-                if self._claims % _PURGE_EVERY == 0:
-                    conn.execute("DELETE FROM nonces WHERE expires <= ?", (now,))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"nonce store: {exc}") from exc
+        check_ttl(ttl_s)
+        with _translated("nonce store"), _immediate(self._conn) as conn:
+            conn.execute(
+                "DELETE FROM nonces WHERE scope = ? AND nonce = ? AND expires <= ?",
+                (scope, nonce, now),
+            )
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO nonces (scope, nonce, expires) VALUES (?, ?, ?)",
+                (scope, nonce, now + ttl_s),
+            )
+            first = cursor.rowcount == 1
+            self._claims += 1
+            if self._claims % _PURGE_EVERY == 0:
+                conn.execute("DELETE FROM nonces WHERE expires <= ?", (now,))
         return first
+
+
+class SqliteTranscriptStore:
+    """:class:`~protocol.ports.TranscriptStore` on SQLite.
+
+    Invariants: for every conversation the rows form one chain ``0..head.seq``
+    without gaps (each insert happens in the transaction that checked it
+    extends the head); a row's ``record`` is its entry's canonical bytes and
+    ``body`` is the body sealed with ``cipher`` under
+    :func:`~gateway.stores.common.body_aad`, or NULL.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, cipher: StoreCipher) -> None:
+        self._conn = conn
+        self._cipher = cipher
+        _create(
+            conn,
+            "transcript",
+            "CREATE TABLE IF NOT EXISTS transcript_entries ("
+            " conversation TEXT NOT NULL, seq INTEGER NOT NULL CHECK (seq >= 0),"
+            " hash TEXT NOT NULL, record BLOB NOT NULL, body BLOB,"
+            " PRIMARY KEY (conversation, seq))",
+        )
+
+    async def head(self, conversation: str) -> ChainHead:
+        """The newest entry's ``(seq, hash)``; ``ChainHead()`` when empty."""
+        with _translated("transcript head"):
+            return _transcript_head(self._conn, conversation)
+
+    async def append(self, entry: TranscriptEntry, body: bytes | None) -> None:
+        """Compare-and-append in one ``BEGIN IMMEDIATE`` transaction, body included."""
+        require_hash(entry)
+        conversation = entry.conversation
+        sealed = None if body is None else seal_body(self._cipher, conversation, entry.seq, body)
+        record = entry.canonical()
+        with _translated("transcript append"), _immediate(self._conn) as conn:
+            require_extends(_transcript_head(conn, conversation), entry)
+            conn.execute(
+                "INSERT INTO transcript_entries (conversation, seq, hash, record, body)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (conversation, entry.seq, entry.hash, record, sealed),
+            )
+
+    async def read(
+        self, conversation: str, *, after_seq: int = -1, limit: int = 1000
+    ) -> Sequence[TranscriptEntry]:
+        """Entries with ``seq > after_seq`` in order, at most ``limit``."""
+        span = read_span(after_seq, limit)
+        if span is None:
+            return ()
+        with _translated("transcript read"):
+            rows = self._conn.execute(
+                "SELECT seq, record FROM transcript_entries"
+                " WHERE conversation = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+                (conversation, *span),
+            ).fetchall()
+        return tuple(
+            load_record(TranscriptEntry, bytes(data), seq=seq, scope=conversation)
+            for seq, data in rows
+        )
+
+    async def read_body(self, conversation: str, seq: int) -> bytes | None:
+        """The decrypted body of entry ``seq``; None if it had none (or no such entry)."""
+        if not stored_seq(seq):
+            return None
+        with _translated("transcript body read"):
+            row = self._conn.execute(
+                "SELECT body FROM transcript_entries WHERE conversation = ? AND seq = ?",
+                (conversation, seq),
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return open_body(self._cipher, conversation, seq, bytes(row[0]))
+
+
+def _transcript_head(conn: sqlite3.Connection, conversation: str) -> ChainHead:
+    row = conn.execute(
+        "SELECT seq, hash FROM transcript_entries WHERE conversation = ? ORDER BY seq DESC LIMIT 1",
+        (conversation,),
+    ).fetchone()
+    return ChainHead() if row is None else ChainHead(int(row[0]), str(row[1]))
+
+
+class SqliteAuditLog:
+    """:class:`~protocol.ports.AuditLog` on SQLite: one chain ``0..head.seq``, no gaps."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        _create(
+            conn,
+            "audit",
+            "CREATE TABLE IF NOT EXISTS audit_events ("
+            " seq INTEGER PRIMARY KEY CHECK (seq >= 0), hash TEXT NOT NULL,"
+            " record BLOB NOT NULL)",
+        )
+
+    async def head(self) -> ChainHead:
+        with _translated("audit head"):
+            return _audit_head(self._conn)
+
+    async def append(self, event: AuditEvent) -> None:
+        """Compare-and-append in one ``BEGIN IMMEDIATE`` transaction."""
+        require_hash(event)
+        record = event.canonical()
+        with _translated("audit append"), _immediate(self._conn) as conn:
+            require_extends(_audit_head(conn), event)
+            conn.execute(
+                "INSERT INTO audit_events (seq, hash, record) VALUES (?, ?, ?)",
+                (event.seq, event.hash, record),
+            )
+
+    async def read(self, *, after_seq: int = -1, limit: int = 1000) -> Sequence[AuditEvent]:
+        span = read_span(after_seq, limit)
+        if span is None:
+            return ()
+        with _translated("audit read"):
+            rows = self._conn.execute(
+                "SELECT seq, record FROM audit_events WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                span,
+            ).fetchall()
+        return tuple(load_record(AuditEvent, bytes(data), seq=seq) for seq, data in rows)
+
+
+def _audit_head(conn: sqlite3.Connection) -> ChainHead:
+    row = conn.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
+    return ChainHead() if row is None else ChainHead(int(row[0]), str(row[1]))
+
+
+class SqliteRateLimiter:
+    """:class:`~protocol.ports.RateLimiter` on SQLite: fixed windows of the injected clock.
+
+    The read of the counter and its increment share one ``BEGIN IMMEDIATE``
+    transaction; a refused hit is not counted. Rows of past windows are purged
+    now and then.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._hits = 0
+        _create(
+            conn,
+            "rate",
+            "CREATE TABLE IF NOT EXISTS rate_windows ("
+            " key TEXT NOT NULL, window INTEGER NOT NULL, count INTEGER NOT NULL,"
+            " expires REAL NOT NULL, PRIMARY KEY (key, window)) WITHOUT ROWID",
+            "CREATE INDEX IF NOT EXISTS rate_windows_expires ON rate_windows (expires)",
+        )
+
+    async def hit(
+        self, key: str, *, limit: int, window_s: float, now: float, cost: int = 1
+    ) -> RateDecision:
+        """Count ``cost`` against ``key`` in the window holding ``now`` if it fits."""
+        check_rate_args(limit, cost)
+        window = Window.at(now, window_s)
+        with _translated("rate limiter"), _immediate(self._conn) as conn:
+            row = conn.execute(
+                "SELECT count FROM rate_windows WHERE key = ? AND window = ?",
+                (key, window.index),
+            ).fetchone()
+            decision, count_it = decide(
+                0 if row is None else int(row[0]), cost=cost, limit=limit, window=window
+            )
+            if count_it:
+                conn.execute(
+                    "INSERT INTO rate_windows (key, window, count, expires) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (key, window) DO UPDATE SET count = count + excluded.count",
+                    (key, window.index, cost, now + window.keep_ms / 1000),
+                )
+            self._purge(conn, now)
+        return decision
+
+    def _purge(self, conn: sqlite3.Connection, now: float) -> None:
+        self._hits += 1
+        if self._hits % _PURGE_EVERY == 0:
+            conn.execute("DELETE FROM rate_windows WHERE expires <= ?", (now,))
