@@ -494,21 +494,24 @@ class Gateway:
         headers.append(("baton-conversation", conversation))
         headers.append(("traceparent", ctx.traceparent))
         if "sign" not in self._stages:
-            return await upstream.send(request.method, url, headers, body)
+            return await upstream.send(request.method, url, lambda: headers, body)
         components: tuple[str, ...] = _UPSTREAM_COMPONENTS
         if body:
             headers.append(("content-digest", content_digest(body)))
             components = (*components, "content-digest")
-        signature_input, signature = sign(
-            HttpRequest(request.method, url, headers),
-            self._signing_key,
-            components=components,
-            created=int(self._clock()),
-            nonce=self._token(16),
-        )
-        headers.append(("signature-input", signature_input))
-        headers.append(("signature", signature))
-        return await upstream.send(request.method, url, headers, body)
+
+        def signed() -> list[tuple[str, str]]:
+            # Called per attempt: a retry carries a fresh nonce, never a replay.
+            signature_input, signature = sign(
+                HttpRequest(request.method, url, headers),
+                self._signing_key,
+                components=components,
+                created=int(self._clock()),
+                nonce=self._token(16),
+            )
+            return [*headers, ("signature-input", signature_input), ("signature", signature)]
+
+        return await upstream.send(request.method, url, signed, body)
 
     # --------------------------------------------------------------- respond
     def _response_headers(self, response: ClientResponse, conversation: str) -> CIMultiDict[str]:

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Final
 
 import aiohttp
@@ -116,6 +116,10 @@ class Upstream:
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
+            # aiohttp silently resends an idempotent request once when a pooled
+            # connection drops (RFC 9112 s9.3.1), with the same bytes: the same
+            # signature and nonce. Retries are ours, re-signed per attempt.
+            self._session._retry_connection = False
         return self._session
 
     async def close(self) -> None:
@@ -135,10 +139,13 @@ class Upstream:
         self,
         method: str,
         url: str,
-        headers: Mapping[str, str] | list[tuple[str, str]],
+        headers: Callable[[], list[tuple[str, str]]],
         body: bytes,
     ) -> aiohttp.ClientResponse:
         """Send one request; return the response with its body unread.
+
+        ``headers`` is called once per attempt, so each attempt can carry its
+        own signature and nonce.
 
         Raises :class:`CircuitOpen`, :class:`BadGateway` (connection refused,
         TLS or identity failure, reset) or :class:`GatewayTimeout`.
@@ -149,7 +156,7 @@ class Upstream:
             self.breaker.before()
             try:
                 response = await self.session().request(
-                    method, url, headers=headers, data=body or None, allow_redirects=False
+                    method, url, headers=headers(), data=body or None, allow_redirects=False
                 )
             except TimeoutError as exc:
                 self._failed("timeout")

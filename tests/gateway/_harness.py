@@ -76,6 +76,8 @@ class RecordingUpstream:
     received: list[Received] = field(default_factory=list)
     port: int = 0
     hold: asyncio.Event | None = None
+    #: Drop this many connections mid-request (after reading it) before answering.
+    drop: int = 0
     _runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -83,6 +85,11 @@ class RecordingUpstream:
         self.received.append(Received(request.method, request.path_qs, dict(request.headers), body))
         if self.hold is not None:
             await self.hold.wait()
+        if self.drop > 0:
+            self.drop -= 1
+            if request.transport is not None:
+                request.transport.abort()  # the connection dies before any answer
+            raise ConnectionResetError("dropped by the test upstream")
         if request.path.endswith("/sse"):
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)

@@ -585,3 +585,22 @@ def test_content_digest_helper_matches_rfc_9530() -> None:
     assert content_digest(b'{"hello": "world"}\n') == (
         "sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:"
     )
+
+
+# ----------------------------------------------------------------------- retries
+async def test_idempotent_request_is_retried_after_a_dropped_connection(gw: Running) -> None:
+    gw.upstream.drop = 1
+    status, _, _ = await gw.send("support", "/u/billing/sse", b"", method="GET")
+    assert status == 200
+    first, second = gw.upstream.received
+    assert (first.method, second.method) == ("GET", "GET")
+    assert first.headers["signature"] != second.headers["signature"], "a retry is re-signed"
+
+
+async def test_post_is_never_retried(gw: Running) -> None:
+    gw.upstream.drop = 1
+    status, _, body = await gw.send("support", "/u/billing/x", rpc("tools/call"), extra=_conv())
+    assert (status, json.loads(body)["error"]["data"]["code"]) == (502, "upstream_error")
+    assert [r.method for r in gw.upstream.received] == ["POST"], "the upstream may have acted"
+    kinds = [e.kind for e in await gw.stores.transcripts.read(CONV)]
+    assert kinds == ["request"], "the request was recorded before it was forwarded"
