@@ -109,6 +109,7 @@ _DROP_RESPONSE: Final = frozenset(
         "baton-conversation",
     }
 )  # fmt: skip
+_DOT_SEGMENTS: Final = frozenset({".", "..", "%2e", "%2e%2e", ".%2e", "%2e."})
 _CONVERSATION: Final = re.compile(r"[A-Za-z0-9._:~-]{1,128}")
 _TRACEPARENT: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _UPSTREAM_COMPONENTS: Final = ("@method", "@target-uri", "@authority", "baton-caller")
@@ -459,7 +460,16 @@ class Gateway:
         upstream = self.upstreams.get(name)
         if upstream is None:  # same answer as a denial: names are not enumerable
             raise PolicyDenied(f"{agent.name} asked for unknown upstream {name!r}")
-        return upstream, request.match_info.get("tail", "")
+        # The tail is forwarded as the client sent it (still percent-encoded),
+        # never re-encoded from aiohttp's decoded match: %2F stays %2F.
+        path = request.raw_path.partition("?")[0]
+        prefix = f"/u/{name}"
+        if not path.startswith(prefix) or path[len(prefix) : len(prefix) + 1] not in ("", "/"):
+            raise PolicyDenied(f"{agent.name} sent an encoded upstream name")
+        tail = path[len(prefix) + 1 :]
+        if any(segment in _DOT_SEGMENTS for segment in tail.lower().split("/")):
+            raise InvalidRequest("dot segment in the path")
+        return upstream, tail
 
     @staticmethod
     def _conversation(request: web.Request) -> str:
@@ -478,8 +488,9 @@ class Gateway:
         agent, upstream, body = exchange.agent, exchange.upstream, exchange.body
         tail, conversation = exchange.tail, exchange.conversation
         url = f"{upstream.base_url}/{tail}"
-        if request.query_string:
-            url += "?" + request.query_string
+        _, has_query, raw_query = request.raw_path.partition("?")
+        if has_query:
+            url += "?" + raw_query  # as sent: aiohttp's query_string is decoded
         connection_named = {
             token.strip().lower()
             for value in request.headers.getall("connection", [])

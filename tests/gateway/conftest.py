@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from gateway.app import STORES, AppOptions, admin_app, gateway_app
 from gateway.config import load
@@ -79,7 +80,10 @@ class Running:
                 connector=aiohttp.TCPConnector(ssl=context or self.context(name))
             ) as session,
             session.request(
-                method, url, data=io.BytesIO(body) if body else None, headers=list(headers)
+                method,
+                URL(url, encoded=True),  # exactly the bytes that were signed
+                data=io.BytesIO(body) if body else None,
+                headers=list(headers),
             ) as response,
         ):
             return response.status, dict(response.headers), await response.read()

@@ -604,3 +604,11 @@ async def test_post_is_never_retried(gw: Running) -> None:
     assert [r.method for r in gw.upstream.received] == ["POST"], "the upstream may have acted"
     kinds = [e.kind for e in await gw.stores.transcripts.read(CONV)]
     assert kinds == ["request"], "the request was recorded before it was forwarded"
+
+
+async def test_path_is_forwarded_as_sent_and_dot_segments_refused(gw: Running) -> None:
+    status, _, _ = await gw.send("support", "/u/billing/a%2Fb/c?q=%20", rpc("tools/list"))
+    assert status == 200
+    assert gw.upstream.received[0].path == "/a%2Fb/c?q=%20"
+    result = await gw.send("support", "/u/billing/x/%2E%2E/admin", rpc("tools/list"), extra=_conv())
+    assert result[0] == 400 and len(gw.upstream.received) == 1
