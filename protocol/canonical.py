@@ -63,36 +63,35 @@ __all__ = [
 
 DIGEST_PREFIX: Final = "sha256:"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
-# A digit followed by "." or an exponent: every float Python writes has one.
-_DIGIT_THEN_FRACTION = re.compile(rb"[0-9][.eE]")
-_DIGITS: Final = frozenset(b"0123456789")
-_BEFORE_NUMBER: Final = frozenset(b":,[")
-# Digits to "9", so one ``find`` spots a run of 16 (beyond I-JSON's exact range).
-_DIGITS_TO_NINE: Final = bytes.maketrans(b"0123456789", b"9999999999")
+# Number tokens that need the reference path: a fraction or exponent (every
+# float Python writes has one), or 16+ digits (beyond I-JSON's exact range).
+# A token starts the text or follows '":' (an object member), "[" or "," (the
+# compact separators leave no spaces). Text inside strings can match too, which
+# only costs the slow path; a number token never escapes it.
+_SLOW_DIGITS = rb"-?[0-9]+(?:[.eE]|(?<=[0-9]{16}))"
+_SLOW_AFTER_SEPARATOR = re.compile(rb"[:\[,]" + _SLOW_DIGITS)
+_SLOW_AT_START = re.compile(_SLOW_DIGITS)
 # UTF-8 lead bytes of 4-byte sequences, i.e. characters outside the BMP.
 _BELOW_ASTRAL_LEADS: Final = bytes(range(0xF0))
-
-
-def _may_hold_float(encoded: bytes) -> bool:
-    """True if a number token (after ``:`` ``,`` ``[`` or at the start) has a
-    fraction or exponent. Text inside strings can match too; never misses."""
-    for match in _DIGIT_THEN_FRACTION.finditer(encoded):
-        start = match.start()
-        while start and encoded[start - 1] in _DIGITS:
-            start -= 1
-        if start and encoded[start - 1] == 0x2D:  # "-"
-            start -= 1
-        if not start or encoded[start - 1] in _BEFORE_NUMBER:
-            return True
-    return False
 
 
 def _needs_reference(text: str, encoded: bytes) -> bool:
     return (
         (not text.isascii() and bool(encoded.translate(None, _BELOW_ASTRAL_LEADS)))
-        or encoded.translate(_DIGITS_TO_NINE).find(b"9" * 16) != -1
-        or _may_hold_float(encoded)
+        or _has_slow_number(encoded)
     )
+
+
+def _has_slow_number(encoded: bytes) -> bool:
+    """See ``_SLOW_DIGITS``. One C-level scan; candidates are rare (a ":" must
+    be preceded by a quote, which a digest's "sha256:" is not)."""
+    if _SLOW_AT_START.match(encoded):
+        return True
+    for match in _SLOW_AFTER_SEPARATOR.finditer(encoded):
+        start = match.start()
+        if encoded[start] != 0x3A or encoded[start - 1] == 0x22:  # not ":" or '":'
+            return True
+    return False
 
 
 def canonical_json(value: Any) -> bytes:
