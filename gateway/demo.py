@@ -1,11 +1,32 @@
-"""``baton demo``: one agent-to-agent hop, end to end, on the dev data folder.
+"""``baton demo``: the real data plane, end to end, on the dev data folder.
 
-No network: the demo plays the agent, the gateway and the receiving agent in
-one process, using exactly the functions the data plane uses, the SQLite
-nonce store under ``.baton/baton.db`` and a transcript kept as canonical JSON
-lines in ``.baton/demo-transcript.jsonl`` (verified from its first entry on
-every run). It then replays, tampers and misdelivers, and shows each attack
-refused with its stable error code.
+Everything runs in this process, on 127.0.0.1, over real sockets and TLS 1.3
+with client certificates, on the store ``baton.toml`` names (after
+``baton init``: SQLite in ``.baton/baton.db``):
+
+* **billing** is a real upstream agent: an aiohttp HTTPS server with
+  billing's certificate that admits only the gateway's client certificate,
+  verifies the gateway's RFC 9421 signature (key from
+  ``.baton/gateway/jwks.json``), reads the ``Baton-Caller`` identity that
+  signature covers, opens the capsule it was sent and answers JSON-RPC.
+* **the gateway** is the one ``baton serve`` runs (``load_runtime``,
+  ``gateway_app``, ``server_context``), built from ``baton.toml`` with its
+  listen address and the ``billing`` upstream URL moved to free ports; the
+  file itself is not changed.
+* **support** sends a signed JSON-RPC ``SendMessage`` carrying a capsule only
+  billing can open, and verifies the gateway's signature on the answer.
+* Then seven attacks go to the same gateway: a replay, a body changed in
+  transit, an unsigned request, a method the policy does not list, a request
+  signed for another gateway, one signed 61 s ago and a TLS client without a
+  certificate. Each must be refused with its status and stable code (the
+  last one in the handshake), and billing must receive none of them.
+* Finally the conversation's hash chain is verified and traced from the
+  store, the way ``baton transcript verify`` and ``baton trace`` do.
+
+Each run uses fresh nonces and a new conversation. Every step is checked
+against what the store, billing and the answers show; one that does not
+behave as printed stops the demo with :class:`DemoFailed`, which ``baton``
+prints as the reason before exiting 1.
 """
 
 from __future__ import annotations
@@ -13,209 +34,671 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import secrets
+import socket
+import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Final, TextIO
+from urllib.parse import urlsplit
 
+import aiohttp
+from aiohttp import web
+
+from adapters.jsonrpc import render_error
+from gateway.app import AppOptions, gateway_app
+from gateway.config import BatonConfig
 from gateway.config import load as load_config
-from gateway.devdata import AgentMaterial, DataFolder
-from gateway.stores.sqlite import SqliteNonceStore, connect
+from gateway.devdata import AgentMaterial, DataFolder, InitError
+from gateway.inspect import trace_lines, verify_audit, verify_conversation
+from gateway.metrics import Metrics
+from gateway.runtime import Runtime, load_runtime
+from gateway.stores import Stores, open_stores
+from gateway.tls import server_context
 from keys.b64 import b64url_encode
-from keys.httpsig import HttpRequest, SignaturePolicy, content_digest, sign, verify
-from keys.x509 import peer_identity, pem_chain_to_der
-from protocol.canonical import digest
-from protocol.capsule import open_capsule_at, seal_capsule_at
-from protocol.chain import EMPTY, parse_record
+from keys.errors import KeysError
+from keys.files import load_jwks
+from keys.httpsig import (
+    HttpRequest,
+    HttpResponse,
+    SignaturePolicy,
+    content_digest,
+    sign,
+    verify,
+)
+from keys.keyset import KeySet
+from keys.strictjson import loads_object
+from keys.x509 import TrustAnchors, peer_identity
+from protocol.capsule import OpenedCapsule, open_capsule_at, seal_capsule_at
 from protocol.directory import KeyDirectory
-from protocol.errors import BatonError, IdentityMismatch, translating
-from protocol.replay import FreshnessPolicy, check_freshness, claim_nonce
-from protocol.transcript import (
-    TranscriptEntry,
-    sign_checkpoint,
-    verify_checkpoint,
-    verify_transcript,
+from protocol.errors import BatonError, InvalidRequest, translating
+from protocol.replay import FreshnessPolicy, check_freshness
+from protocol.transcript import TranscriptEntry
+
+__all__ = ["DemoFailed", "run_demo"]
+
+CALLER: Final = "support"
+CALLEE: Final = "billing"
+#: A method the ``baton init`` policy does not list for support -> billing.
+UNLISTED_METHOD: Final = "CancelTask"
+#: Where the "addressed to another gateway" attack was signed for.
+OTHER_AUTHORITY: Final = "gw2.example:8443"
+#: Column width of the attack names in the output.
+WIDTH: Final = 45
+#: What support covers with its signature (the gateway requires the first four).
+SIGNED: Final = ("@method", "@target-uri", "@authority", "content-digest", "baton-conversation")
+#: What billing demands of the gateway's signature on every forwarded request.
+UPSTREAM_POLICY: Final = SignaturePolicy(
+    required_components=frozenset(
+        {"@method", "@target-uri", "@authority", "baton-caller", "content-digest"}
+    )
+)
+#: What support demands of the gateway's signature on an answer.
+RESPONSE_POLICY: Final = SignaturePolicy(
+    required_components=frozenset({"@status", "content-digest", "@method;req", "@target-uri;req"})
 )
 
-__all__ = ["run_demo"]
 
-POLICY = SignaturePolicy(
-    required_components=frozenset({"@method", "@target-uri", "@authority", "content-digest"}),
-)
-FRESHNESS = FreshnessPolicy()
+class DemoFailed(InitError):
+    """A step of the demo did not behave as shown.
+
+    A subclass of :class:`InitError` so that ``baton`` prints the reason and
+    exits 1 (the demo runs on what ``baton init`` wrote).
+    """
 
 
-@dataclass(frozen=True, slots=True)
-class _Hop:
-    request: HttpRequest
-    body: bytes
+def _expect(condition: bool, failure: str) -> None:
+    if not condition:
+        raise DemoFailed(f"demo: {failure}")
 
 
 class _Printer:
+    """Numbered lines, like the steps of a walkthrough."""
+
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.step = 0
 
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out)
+
     def ok(self, text: str) -> None:
         self.step += 1
-        print(f"{self.step:>2}. {text}", file=self.out)
+        self.say(f"{self.step:>2}. {text}")
 
-    def refused(self, attack: str, run: Callable[[], object]) -> None:
+
+@contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """Only warnings from the gateway and aiohttp, so the demo's lines stay readable."""
+    loggers = [logging.getLogger(name) for name in ("baton", "baton.gateway", "aiohttp")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _listening_socket() -> socket.socket:
+    """A socket on a free loopback port, bound now so no other process can take the port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+def _port(sock: socket.socket) -> int:
+    return int(sock.getsockname()[1])
+
+
+# ------------------------------------------------------------------ billing
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What billing established about one request it accepted."""
+
+    tls_peer: str
+    gateway_kid: str
+    caller: str
+    capsule: OpenedCapsule
+
+
+@dataclass
+class _Billing:
+    """The ``billing`` agent as a real upstream behind the gateway."""
+
+    me: AgentMaterial
+    gateway_identity: str
+    gateway_keys: KeySet
+    senders: KeyDirectory
+    anchors: TrustAnchors
+    received: int = 0
+    seen: list[_Seen] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.received += 1
+        body = await request.read()
         try:
-            run()
+            seen = self._check(request, body)
         except BatonError as exc:
-            self.ok(f"attack: {attack} -> refused: {exc.code} ({exc.http_status})")
-            return
-        raise RuntimeError(f"demo attack was NOT refused: {attack}")
+            error = render_error(exc, rpc_id=None, trace_id=secrets.token_hex(16))
+            return web.Response(status=exc.http_status, body=error, content_type="application/json")
+        self.seen.append(seen)
+        return web.json_response(_answer(seen.capsule, loads_object(body).get("id")))
+
+    def _check(self, request: web.Request, body: bytes) -> _Seen:
+        now = time.time()
+        tls_peer = self._tls_peer(request, now)
+        url = f"https://{request.host}{request.raw_path}"
+        message = HttpRequest(request.method, url, list(request.headers.items()))
+        with translating():
+            verified = verify(message, self.gateway_keys, UPSTREAM_POLICY, body=body)
+        check_freshness(verified.created, verified.expires, now=now, policy=FreshnessPolicy())
+        caller = request.headers["baton-caller"]  # covered by the signature just verified
+        opened = open_capsule_at(
+            _capsule_of(body),
+            me=self.me.identity,
+            my_keys=self.me.encryption,
+            senders=self.senders,
+            now=now,
+            conversation=request.headers.get("baton-conversation"),
+            delivered_by=caller,
+        )
+        return _Seen(tls_peer, verified.keyid, caller, opened)
+
+    def _tls_peer(self, request: web.Request, now: float) -> str:
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        leaf = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        if leaf is None:
+            raise InvalidRequest("no client certificate")
+        with translating():
+            peer = peer_identity(
+                [leaf], self.anchors, now=dt.datetime.fromtimestamp(now, dt.UTC), usage="client"
+            )
+        if peer.spiffe_id != self.gateway_identity:
+            raise InvalidRequest(f"{peer.spiffe_id} is not the gateway")
+        return peer.spiffe_id
 
 
-def _signed_hop(sender: AgentMaterial, url: str, body: bytes, now: int) -> _Hop:
-    headers = [("content-type", "application/json"), ("content-digest", content_digest(body))]
-    unsigned = HttpRequest(method="POST", target_uri=url, headers=headers)
+def _capsule_of(body: bytes) -> dict[str, Any]:
+    """The capsule in an A2A ``SendMessage``: the message's one data part."""
+    with translating():
+        call = loads_object(body)
+    try:
+        capsule = call["params"]["message"]["parts"][0]["data"]
+    except (KeyError, IndexError, TypeError):
+        raise InvalidRequest("SendMessage without a data part") from None
+    if not isinstance(capsule, dict):
+        raise InvalidRequest("the data part is not a capsule")
+    return capsule
+
+
+def _answer(opened: OpenedCapsule, rpc_id: object) -> dict[str, Any]:
+    payload = opened.payload if isinstance(opened.payload, dict) else {}
+    text = f"refund of {payload.get('amount')} for order {payload.get('order')} approved"
+    return {
+        "jsonrpc": "2.0",
+        "id": rpc_id,
+        "result": {
+            "role": "agent",
+            "messageId": secrets.token_hex(8),
+            "parts": [{"kind": "text", "text": text}],
+        },
+    }
+
+
+# ------------------------------------------------------------------ support
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """One request as support put it on the wire."""
+
+    headers: list[tuple[str, str]]
+    body: bytes
+    nonce: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @property
+    def code(self) -> str:
+        """The stable error code of a gateway refusal (``-`` if there is none)."""
+        try:
+            error = loads_object(self.body).get("error")
+        except KeysError:
+            return "-"
+        data = error.get("data") if isinstance(error, dict) else None
+        return str(data.get("code", "-")) if isinstance(data, dict) else "-"
+
+
+def _rpc(method: str, params: dict[str, Any], rpc_id: int) -> bytes:
+    call = {"jsonrpc": "2.0", "id": rpc_id, "method": method, "params": params}
+    return json.dumps(call, separators=(",", ":")).encode()
+
+
+def _send_message(capsule: dict[str, Any]) -> bytes:
+    message = {
+        "role": "user",
+        "messageId": secrets.token_hex(8),
+        "parts": [{"kind": "data", "data": capsule}],
+    }
+    return _rpc("SendMessage", {"message": message}, rpc_id=1)
+
+
+def _sign(agent: AgentMaterial, url: str, body: bytes, conversation: str, *, created: int) -> _Sent:
+    headers = [
+        ("content-type", "application/json"),
+        ("baton-conversation", conversation),
+        ("content-digest", content_digest(body)),
+    ]
+    nonce = b64url_encode(secrets.token_bytes(16))
     signature_input, signature = sign(
-        unsigned,
-        sender.signing.active,
-        components=("@method", "@target-uri", "@authority", "content-digest"),
-        created=now,
-        nonce=b64url_encode(secrets.token_bytes(16)),
+        HttpRequest("POST", url, headers),
+        agent.signing.active,
+        components=SIGNED,
+        created=created,
+        nonce=nonce,
     )
     signed = [*headers, ("signature-input", signature_input), ("signature", signature)]
-    return _Hop(HttpRequest(method="POST", target_uri=url, headers=signed), body)
+    return _Sent(signed, body, nonce)
 
 
-def _read_transcript(path: Path) -> list[TranscriptEntry]:
-    if not path.exists():
-        return []
-    return [
-        parse_record(TranscriptEntry, line.encode())
-        for line in path.read_text(encoding="utf-8").splitlines()
-    ]
+def _client_context(folder: DataFolder, agent: AgentMaterial | None) -> ssl.SSLContext:
+    """TLS 1.3, trusting the dev CA; with ``agent``'s certificate unless None."""
+    context = ssl.create_default_context(cafile=str(folder.ca_cert))
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    if agent is not None:
+        tls = folder.agent(agent.name)
+        context.load_cert_chain(str(tls / "tls.pem"), str(tls / "tls.key"))
+    return context
+
+
+async def _post(session: aiohttp.ClientSession, url: str, sent: _Sent) -> _Answer:
+    async with session.post(url, data=sent.body, headers=sent.headers) as response:
+        body = await response.read()
+        return _Answer(response.status, list(response.headers.items()), body)
+
+
+# ------------------------------------------------------------------ the demo
+@dataclass
+class _Demo:
+    """Everything one run needs, loaded from the data folder."""
+
+    root: Path
+    folder: DataFolder
+    config: BatonConfig
+    support: AgentMaterial
+    billing: AgentMaterial
+    gateway_keys: KeySet
+    conversation: str = field(default_factory=lambda: "demo-" + secrets.token_hex(6))
+
+    @classmethod
+    def load(cls, root: Path) -> _Demo:
+        folder = DataFolder(root)
+        config = load_config(folder.config)
+        _require_sample_setup(config)
+        td = config.trust_domain
+        return cls(
+            root=root,
+            folder=folder,
+            config=config,
+            support=folder.load_agent(td, CALLER),
+            billing=folder.load_agent(td, CALLEE),
+            gateway_keys=load_jwks(folder.gateway / "jwks.json"),
+        )
+
+    def runtime(self, gateway_port: int, billing_port: int) -> Runtime:
+        """The gateway's runtime: ``baton.toml`` with the two addresses moved to free ports."""
+        gateway = self.config.gateway.model_copy(
+            update={"listen": f"127.0.0.1:{gateway_port}", "authorities": []}
+        )
+        upstreams = [
+            upstream.model_copy(update={"url": f"https://127.0.0.1:{billing_port}"})
+            if upstream.name == CALLEE
+            else upstream
+            for upstream in self.config.upstreams
+        ]
+        config = self.config.model_copy(update={"gateway": gateway, "upstreams": upstreams})
+        return load_runtime(config, self.root)
+
+    def billing_agent(self, runtime: Runtime) -> _Billing:
+        senders = KeyDirectory({self.support.identity: self.support.public_keys()})
+        return _Billing(self.billing, runtime.identity, self.gateway_keys, senders, runtime.anchors)
+
+
+def _require_sample_setup(config: BatonConfig) -> None:
+    agents = {agent.name for agent in config.agents}
+    upstreams = {upstream.name for upstream in config.upstreams}
+    allowed = {
+        method
+        for rule in config.policy.allow
+        if (rule.caller, rule.upstream) == (CALLER, CALLEE)
+        for method in rule.methods
+    }
+    _expect(
+        {CALLER, CALLEE} <= agents and CALLEE in upstreams and bool({"SendMessage", "*"} & allowed),
+        f"needs the sample setup of 'baton init': agents {CALLER} and {CALLEE}, an upstream "
+        f"{CALLEE} and a policy rule letting {CALLER} call SendMessage on it",
+    )
+
+
+async def _open_stores(runtime: Runtime) -> Stores:
+    store = runtime.config.store
+    return await open_stores(
+        store.kind,
+        path=runtime.store_path if store.kind == "sqlite" else None,
+        url=store.url,
+        cipher=runtime.cipher,
+        prefix=store.prefix,
+    )
+
+
+def _store_name(runtime: Runtime) -> str:
+    if runtime.config.store.kind == "sqlite":
+        return f"the SQLite store {runtime.store_path}"
+    return "the Redis store (store.url in baton.toml)"
+
+
+async def _run(root: Path, out: TextIO) -> None:
+    demo = _Demo.load(root)
+    p = _Printer(out)
+    with _listening_socket() as gateway_sock, _listening_socket() as billing_sock:
+        gateway_port, billing_port = _port(gateway_sock), _port(billing_sock)
+        runtime = demo.runtime(gateway_port, billing_port)
+        billing = demo.billing_agent(runtime)
+        stores = await _open_stores(runtime)
+        try:
+            async with AsyncExitStack() as running:
+                await _start_billing(demo, billing, billing_sock, running)
+                await _start_gateway(runtime, stores, gateway_sock, running)
+                p.say(f"Baton demo: trust domain {demo.config.trust_domain}, data folder {root}")
+                p.say(
+                    f"  gateway {runtime.identity} on https://127.0.0.1:{gateway_port} "
+                    f"(TLS 1.3, client certificates, {_store_name(runtime)})"
+                )
+                p.say(f"  {CALLEE} agent behind it on https://127.0.0.1:{billing_port}")
+                p.say(f"  conversation {demo.conversation}")
+                url = f"https://127.0.0.1:{gateway_port}/u/{CALLEE}/a2a"
+                await _hop_and_attacks(demo, stores, billing, url, p)
+            p.say(f"gateway and {CALLEE} stopped.")
+            await _verify_and_trace(demo, stores, p)
+        finally:
+            await stores.close()
+    _next_steps(demo, runtime, p)
+
+
+async def _start_billing(
+    demo: _Demo, billing: _Billing, sock: socket.socket, running: AsyncExitStack
+) -> None:
+    """billing's own certificate; only clients with a certificate from the dev CA."""
+    runner = web.AppRunner(billing.app(), access_log=None)
+    running.push_async_callback(runner.cleanup)
+    tls = demo.folder.agent(CALLEE)
+    context = server_context(
+        cert_file=tls / "tls.pem", key_file=tls / "tls.key", ca_file=demo.folder.ca_cert
+    )
+    await runner.setup()
+    await web.SockSite(runner, sock, ssl_context=context).start()
+
+
+async def _start_gateway(
+    runtime: Runtime, stores: Stores, sock: socket.socket, running: AsyncExitStack
+) -> None:
+    """The data plane exactly as ``baton serve`` builds it, on the demo's stores."""
+    app = gateway_app(runtime, Metrics(), AppOptions(stores=stores))
+    runner = web.AppRunner(app, access_log=None)
+    running.push_async_callback(runner.cleanup)
+    context = server_context(
+        cert_file=runtime.cert_file, key_file=runtime.key_file, ca_file=runtime.ca_file
+    )
+    await runner.setup()
+    await web.SockSite(runner, sock, ssl_context=context).start()
+
+
+async def _hop_and_attacks(
+    demo: _Demo, stores: Stores, billing: _Billing, url: str, p: _Printer
+) -> None:
+    connector = aiohttp.TCPConnector(ssl=_client_context(demo.folder, demo.support))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        live = _Live(demo, stores, billing, session, url, p)
+        p.say("")
+        p.say(f"{CALLER} -> gateway -> {CALLEE}: a signed SendMessage with a sealed capsule")
+        sent = await live.hop()
+        p.say("")
+        p.say(f"Attacks on the same gateway (none may reach {CALLEE}):")
+        await live.attacks(sent)
+
+
+@dataclass(frozen=True, slots=True)
+class _Attack:
+    name: str
+    sent: _Sent
+    status: int
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Live:
+    """support's side of the demo, with the gateway and billing running."""
+
+    demo: _Demo
+    stores: Stores
+    billing: _Billing
+    session: aiohttp.ClientSession
+    url: str
+    p: _Printer
+
+    def sign(self, body: bytes, *, created: int) -> _Sent:
+        return _sign(self.demo.support, self.url, body, self.demo.conversation, created=created)
+
+    async def hop(self) -> _Sent:
+        """The legitimate call; then each claim about it, checked against the evidence."""
+        demo, p = self.demo, self.p
+        now = time.time()
+        sent = self.sign(_send_message(_seal(demo, now)), created=int(now))
+        answer = await _post(self.session, self.url, sent)
+        _expect(answer.status == 200, f"SendMessage answered {answer.status} {answer.code}")
+        entries = await self.stores.transcripts.read(demo.conversation)
+        _expect(len(entries) == 2, f"expected request and response recorded, not {len(entries)}")
+        request, response = entries
+        kid = demo.support.signing.active.kid
+        _expect(request.sender == demo.support.identity, f"gateway saw caller {request.sender}")
+        p.ok(f"mTLS: the gateway authenticated the client certificate as {request.sender}")
+        _expect(request.verified and request.signer == kid, "request entry not marked verified")
+        p.ok(
+            f"gateway verified {CALLER}'s RFC 9421 signature (key {kid[:12]}...) and the "
+            f"Content-Digest of the {len(sent.body)}-byte body"
+        )
+        p.ok(f"gateway claimed the signature's nonce {sent.nonce[:10]}... in the store: first use")
+        accepted = await _accepted_event(self.stores, demo.support.identity)
+        p.ok(
+            f"policy allowed {CALLER} -> {CALLEE}: {request.method} "
+            f"(audit event #{accepted} request.accepted)"
+        )
+        p.ok(
+            f"transcript recorded: entry #{request.seq}, hash {request.hash[:23]}..., "
+            "body encrypted at rest"
+        )
+        _billing_lines(demo, self.billing, p)
+        _check_answer(demo, self.url, answer, response, p)
+        return sent
+
+    def _attacks(self, original: _Sent) -> list[_Attack]:
+        now = int(time.time())
+        fresh = self.sign(original.body, created=now)
+        tampered = fresh.body.replace(b'"user"', b'"admin"')
+        unsigned = [
+            (name, value)
+            for name, value in original.headers
+            if name not in ("signature-input", "signature")
+        ]
+        denied = _rpc(UNLISTED_METHOD, {"id": "task-1"}, rpc_id=2)
+        # A copy signed for another gateway, presented here with its original Host.
+        other = f"https://{OTHER_AUTHORITY}{urlsplit(self.url).path}"
+        signed = _sign(self.demo.support, other, original.body, self.demo.conversation, created=now)
+        elsewhere = _Sent([*signed.headers, ("host", OTHER_AUTHORITY)], signed.body, signed.nonce)
+        late = self.demo.config.replay.window_s + 1
+        return [
+            _Attack("the same request replayed", original, 401, "replay_detected"),
+            _Attack(
+                "body changed in transit",
+                _Sent(fresh.headers, tampered, fresh.nonce),
+                401,
+                "digest_mismatch",
+            ),
+            _Attack(
+                "unsigned request", _Sent(unsigned, original.body, ""), 401, "signature_missing"
+            ),
+            _Attack(
+                f"method the policy does not list ({UNLISTED_METHOD})",
+                self.sign(denied, created=now),
+                403,
+                "policy_denied",
+            ),
+            _Attack(
+                f"signed for another gateway ({OTHER_AUTHORITY})",
+                elsewhere,
+                401,
+                "bad_audience",
+            ),
+            _Attack(
+                f"request signed {late} s ago",
+                self.sign(original.body, created=now - late),
+                401,
+                "stale",
+            ),
+        ]
+
+    async def attacks(self, original: _Sent) -> None:
+        """Each attack must get its status and code from the gateway, and reach nobody."""
+        p, billing = self.p, self.billing
+        before = billing.received
+        for attack in self._attacks(original):
+            answer = await _post(self.session, self.url, attack.sent)
+            _expect(
+                (answer.status, answer.code) == (attack.status, attack.code),
+                f"attack '{attack.name}' answered {answer.status} {answer.code}, "
+                f"expected {attack.status} {attack.code}",
+            )
+            p.ok(f"attack: {attack.name:<{WIDTH}} -> refused: {answer.status} {answer.code}")
+        reason = await _without_certificate(self.demo, self.url, original)
+        name = "TLS client without a certificate"
+        p.ok(f"attack: {name:<{WIDTH}} -> refused in the TLS handshake ({reason})")
+        _expect(
+            billing.received == before, f"{billing.received - before} attack(s) reached billing"
+        )
+        p.say(f"    {CALLEE} received {billing.received} request in all: none of the attacks")
+
+
+def _seal(demo: _Demo, now: float) -> dict[str, Any]:
+    return seal_capsule_at(
+        {"order": "A-77", "amount": "120 EUR", "note": "customer asked for a refund"},
+        sender=demo.support.identity,
+        signing_key=demo.support.signing.active,
+        recipients={demo.billing.identity: demo.billing.encryption.public()},
+        conversation=demo.conversation,
+        now=now,
+    )
+
+
+async def _accepted_event(stores: Stores, peer: str) -> int:
+    head = await stores.audit.head()
+    for event in reversed(await stores.audit.read(after_seq=max(-1, head.seq - 20))):
+        if event.event == "request.accepted" and event.peer == peer:
+            return event.seq
+    raise DemoFailed("demo: no request.accepted audit event for the call")
+
+
+def _billing_lines(demo: _Demo, billing: _Billing, p: _Printer) -> None:
+    _expect(
+        billing.received == 1 and len(billing.seen) == 1,
+        f"{CALLEE} received {billing.received} request(s) and accepted {len(billing.seen)}",
+    )
+    seen = billing.seen[0]
+    _expect(seen.caller == demo.support.identity, f"{CALLEE} saw caller {seen.caller}")
+    p.ok(
+        f"{CALLEE} accepted the gateway's certificate ({seen.tls_peer}), verified its "
+        f"signature (key {seen.gateway_kid[:12]}...) and saw caller {seen.caller}"
+    )
+    capsule = seen.capsule
+    p.ok(
+        f"{CALLEE} opened the capsule from {capsule.claims.iss}: "
+        f"{json.dumps(capsule.payload, separators=(', ', ': '))}"
+    )
+
+
+def _check_answer(
+    demo: _Demo, url: str, answer: _Answer, entry: TranscriptEntry, p: _Printer
+) -> None:
+    message = HttpResponse(answer.status, answer.headers, HttpRequest("POST", url, ()))
+    try:
+        verified = verify(message, demo.gateway_keys, RESPONSE_POLICY, body=answer.body)
+    except KeysError as exc:
+        raise DemoFailed(f"demo: the answer's signature did not verify: {exc}") from exc
+    result = loads_object(answer.body).get("result")
+    parts = result.get("parts") if isinstance(result, dict) else None
+    text = parts[0].get("text") if isinstance(parts, list) and parts else None
+    _expect(entry.kind == "response" and entry.status == 200, "the answer was not recorded")
+    p.ok(
+        f"response recorded (entry #{entry.seq}) and signed by the gateway; {CALLER} verified "
+        f"it (key {verified.keyid[:12]}..., .baton/gateway/jwks.json): {text!r}"
+    )
+
+
+async def _without_certificate(demo: _Demo, url: str, sent: _Sent) -> str:
+    """A TLS client with no certificate gets no HTTP answer at all."""
+    connector = aiohttp.TCPConnector(ssl=_client_context(demo.folder, None))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        try:
+            answer = await _post(session, url, sent)
+        except aiohttp.ClientError as exc:
+            return f"{type(exc).__name__}, no HTTP answer"
+    raise DemoFailed(f"demo: a client without a certificate got HTTP {answer.status}")
+
+
+async def _verify_and_trace(demo: _Demo, stores: Stores, p: _Printer) -> None:
+    conv = demo.conversation
+    report = await verify_conversation(stores.transcripts, conv)
+    _expect(report.records == 2, f"{conv} has {report.records} entries, expected 2")
+    p.say("")
+    p.say(f"transcript verify {conv}: ok, {report.records} entries, head {report.head.hash}")
+    audit = await verify_audit(stores.audit)
+    p.say(f"audit verify: ok, {audit.records} events, head {audit.head.hash}")
+    p.say(f"trace {conv}:")
+    for line in trace_lines(await stores.transcripts.read(conv)):
+        p.say(("  " + line).rstrip())
+
+
+def _next_steps(demo: _Demo, runtime: Runtime, p: _Printer) -> None:
+    where = runtime.store_path if runtime.config.store.kind == "sqlite" else "Redis"
+    d, conv = demo.root, demo.conversation
+    upstream = next(u for u in demo.config.upstreams if u.name == CALLEE)
+    p.say("")
+    p.say(f"Everything above is stored in {where}. Look again with:")
+    p.say(f"  baton trace {conv} --dir {d}")
+    p.say(f"  baton transcript verify {conv} --dir {d}")
+    p.say(f"  baton audit verify --dir {d}")
+    p.say(
+        f"Run the gateway yourself: baton serve --dir {d} (listens on "
+        f"{demo.config.gateway.listen}; expects {CALLEE} at {upstream.url})"
+    )
 
 
 def run_demo(root: Path, out: TextIO) -> None:
-    """Run the demo against the data folder at ``root``; raise on any failure."""
-    folder = DataFolder(root)
-    config = load_config(folder.config)
-    td = config.trust_domain
-    support = folder.load_agent(td, "support")
-    billing = folder.load_agent(td, "billing")
-    gateway = folder.load_gateway(td, config.gateway.name)
-    anchors = folder.trust_anchors()
-    directory = KeyDirectory(
-        {support.identity: support.public_keys(), billing.identity: billing.public_keys()}
-    )
-    nonces = SqliteNonceStore(connect(root / config.store.path))
-    transcript_path = folder.data / "demo-transcript.jsonl"
-    now = int(time.time())
-    p = _Printer(out)
-    print(f"Baton demo: trust domain {td}, data folder {folder.data}", file=out)
-
-    # 1. The gateway authenticates the caller's TLS certificate.
-    with translating():
-        peer = peer_identity(
-            pem_chain_to_der(support.cert_pem),
-            anchors,
-            now=dt.datetime.fromtimestamp(now, dt.UTC),
-            usage="client",
-            trust_domain=td,
-        )
-    p.ok(f"TLS client certificate -> {peer.spiffe_id} (chains to the dev CA)")
-
-    # 2. support seals context for billing only, and signs the HTTP request.
-    capsule = seal_capsule_at(
-        {"order": "A-77", "note": "customer asked for a refund of 120 EUR"},
-        sender=support.identity,
-        signing_key=support.signing.active,
-        recipients={billing.identity: billing.encryption.public()},
-        conversation="demo-conversation",
-        now=now,
-    )
-    body = json.dumps(
-        {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"capsule": capsule}},
-        separators=(",", ":"),
-    ).encode()
-    hop = _signed_hop(support, "https://127.0.0.1:8443/a2a/billing", body, now)
-    p.ok(f"support sealed a capsule for billing and signed POST /a2a/billing ({len(body)} bytes)")
-
-    # 3. The gateway verifies signature, digest, freshness; then claims the nonce.
-    def gateway_accepts(candidate: _Hop) -> str:
-        with translating():
-            verified = verify(candidate.request, directory.all_keys, POLICY, body=candidate.body)
-        check_freshness(verified.created, verified.expires, now=now, policy=FRESHNESS)
-        signer = directory.owner_of(verified.keyid)
-        if signer != peer.spiffe_id:
-            raise IdentityMismatch("signing key does not belong to the TLS identity")
-        asyncio.run(claim_nonce(nonces, verified, now=now, policy=FRESHNESS))
-        return verified.keyid
-
-    keyid = gateway_accepts(hop)
-    p.ok(f"gateway verified the RFC 9421 signature (key {keyid[:12]}...), digest and freshness")
-    p.ok("gateway claimed the nonce in the SQLite store: first use")
-
-    # 4. The gateway records the hop in the conversation's hash chain.
-    entries = _read_transcript(transcript_path)
-    head = verify_transcript(entries, conversation="demo-conversation") if entries else EMPTY
-    entry = TranscriptEntry.create(
-        head,
-        conversation="demo-conversation",
-        ts=now * 1000,
-        sender=support.identity,
-        to=billing.identity,
-        protocol="a2a",
-        kind="request",
-        method="SendMessage",
-        rpc_id=1,
-        body_digest=digest(body),
-        body_size=len(body),
-        signer=keyid,
-        verified=True,
-    )
-    with transcript_path.open("a", encoding="utf-8") as handle:
-        handle.write(entry.canonical().decode() + "\n")
-    checkpoint = sign_checkpoint(
-        "demo-conversation", entry.head, gateway.signing.active, ts=now * 1000
-    )
-    p.ok(f"transcript entry #{entry.seq} appended, hash {entry.hash[:19]}...; checkpoint signed")
-
-    # 5. billing opens the capsule: only it can.
-    opened = open_capsule_at(
-        capsule,
-        me=billing.identity,
-        my_keys=billing.encryption,
-        senders=directory,
-        now=now,
-        conversation="demo-conversation",
-        delivered_by=support.identity,
-    )
-    p.ok(f"billing opened the capsule from {opened.claims.iss}: {json.dumps(opened.payload)}")
-
-    # 6. Attacks.
-    p.refused("the same request replayed", lambda: gateway_accepts(hop))
-    tampered = _Hop(hop.request, body.replace(b"SendMessage", b"CancelTask!"))
-    p.refused("body changed in transit", lambda: gateway_accepts(tampered))
-    p.refused(
-        "capsule opened by support, who is not a recipient",
-        lambda: open_capsule_at(
-            capsule, me=support.identity, my_keys=support.encryption, senders=directory, now=now
-        ),
-    )
-    late = now + FRESHNESS.window_s + 1
-    p.refused(
-        f"request presented {FRESHNESS.window_s + 1}s later",
-        lambda: check_freshness(now, None, now=late, policy=FRESHNESS),
-    )
-
-    final = verify_transcript(
-        _read_transcript(transcript_path),
-        conversation="demo-conversation",
-        checkpoint=verify_checkpoint(checkpoint, gateway.signing.public()),
-    )
-    print(
-        f"transcript verifies against the signed checkpoint: {final.seq + 1} "
-        f"{'entry' if final.seq == 0 else 'entries'}, "
-        f"head {final.hash[:19]}... "
-        f"({transcript_path})",
-        file=out,
-    )
+    """Run the demo on the data folder at ``root``; raise :class:`DemoFailed` on any failure."""
+    with _quiet_logs():
+        asyncio.run(_run(root, out))

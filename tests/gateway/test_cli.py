@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -129,22 +131,100 @@ def test_missing_config_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFi
     assert "baton init" in capsys.readouterr().err
 
 
-def test_demo_runs_and_refuses_every_attack(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", str(home)]) == 0
-    out = capsys.readouterr().out
-    assert "refused: replay_detected (401)" in out
-    assert "refused: digest_mismatch (401)" in out
-    assert "refused: invalid_envelope (400)" in out
-    assert "refused: stale (401)" in out
-    assert "1 entry," in out
-    assert main(["demo", str(home)]) == 0
-    assert "2 entries" in capsys.readouterr().out
+SUPPORT = "spiffe://baton.local/agent/support"
+ATTACKS = [
+    ("the same request replayed", 401, "replay_detected"),
+    ("body changed in transit", 401, "digest_mismatch"),
+    ("unsigned request", 401, "signature_missing"),
+    ("method the policy does not list (CancelTask)", 403, "policy_denied"),
+    ("signed for another gateway (gw2.example:8443)", 401, "bad_audience"),
+    ("request signed 61 s ago", 401, "stale"),
+]
 
 
-def test_demo_detects_a_tampered_transcript(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", str(home)]) == 0
-    path = home / ".baton" / "demo-transcript.jsonl"
-    path.write_text(path.read_text().replace('"verified":true', '"verified":false'))
+def _found(pattern: str, out: str) -> str:
+    match = re.search(pattern, out, re.MULTILINE)
+    assert match, f"{pattern!r} not in:\n{out}"
+    return match[1] if match.groups() else match[0]
+
+
+def _demo(home: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["demo", str(home)]) == 0, capsys.readouterr().err
+    return capsys.readouterr().out
+
+
+def test_demo_runs_the_real_data_plane(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = (home / "baton.toml").read_bytes()
+    out = _demo(home, capsys)
+    conversation = _found(r"^  conversation (demo-[0-9a-f]{12})$", out)
+    # The hop, as the gateway, billing and support each established it.
+    _found(rf"^ 1\. mTLS: the gateway authenticated the client certificate as {SUPPORT}$", out)
+    _found(r"^ 2\. gateway verified support's RFC 9421 signature", out)
+    _found(r"^ 3\. gateway claimed the signature's nonce \S+ in the store: first use$", out)
+    _found(r"^ 4\. policy allowed support -> billing: SendMessage \(audit event #0 ", out)
+    _found(r"^ 5\. transcript recorded: entry #0, hash sha256:", out)
+    _found(
+        r"^ 6\. billing accepted the gateway's certificate \(spiffe://baton.local/gateway/gw1\), "
+        rf"verified its signature \(key \S+\) and saw caller {SUPPORT}$",
+        out,
+    )
+    _found(rf'^ 7\. billing opened the capsule from {SUPPORT}: .*"order": "A-77"', out)
+    _found(r"^ 8\. response recorded \(entry #1\) and signed by the gateway; support verified", out)
+    # Every attack refused by the gateway with its status and code; none reached billing.
+    for step, (attack, status, code) in enumerate(ATTACKS, start=9):
+        _found(rf"^ ?{step}\. attack: {re.escape(attack)} +-> refused: {status} {code}$", out)
+    _found(r"^15\. attack: TLS client without a certificate +-> refused in the TLS handshake", out)
+    _found(r"^    billing received 1 request in all: none of the attacks$", out)
+    # The conversation verified and traced from the SQLite store; then the pointers.
+    _found(rf"^transcript verify {conversation}: ok, 2 entries, head sha256:[0-9a-f]{{64}}$", out)
+    assert _found(r"^audit verify: ok, (\d+) events", out) == "7"
+    _found(rf"^ +0 .*{SUPPORT} +spiffe://baton.local/agent/billing +request +SendMessage", out)
+    _found(r"^ +1 .* response +SendMessage +200 +\d+ ms no$", out)
+    assert str(home / ".baton" / "baton.db") in out
+    for command in (f"baton trace {conversation}", "baton audit verify", "baton serve"):
+        assert f"{command} --dir {home}" in out
+    assert (home / "baton.toml").read_bytes() == config, "the user's config is never rewritten"
+
+    # The commands the demo points at see the same store.
+    assert main(["transcript", "verify", conversation, "--dir", str(home)]) == 0
+    assert f"{conversation}: ok, 2 entries" in capsys.readouterr().out
+    assert main(["trace", conversation, "--dir", str(home)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+    # A second run on the same folder: new conversation, fresh nonces, one store.
+    again = _demo(home, capsys)
+    assert _found(r"^  conversation (demo-\S+)$", again) != conversation
+    nonce = r"nonce (\S+) in the store"
+    assert _found(nonce, again) != _found(nonce, out)
+    assert _found(r"^audit verify: ok, (\d+) events", again) == "14"
+    assert main(["audit", "verify", "--dir", str(home)]) == 0
+
+
+def test_demo_fails_with_the_reason_when_an_attack_gets_through(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = home / "baton.toml"
+    config.write_text(config.read_text().replace('"GetTask"]', '"GetTask", "CancelTask"]'))
+    assert main(["demo", str(home)]) == 1
+    captured = capsys.readouterr()
+    assert "attack: the same request replayed" in captured.out  # the earlier steps ran
+    assert (
+        "baton: demo: attack 'method the policy does not list (CancelTask)' answered 400 "
+        "invalid_request, expected 403 policy_denied"
+    ) in captured.err
+
+
+def test_demo_detects_an_edited_audit_log(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _demo(home, capsys)
+    db = sqlite3.connect(home / ".baton" / "baton.db")
+    try:
+        record = json.loads(db.execute("SELECT record FROM audit_events WHERE seq=1").fetchone()[0])
+        record["reason"] = "policy_denied"  # rewrite why a request was refused
+        edited = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
+        db.execute("UPDATE audit_events SET record=? WHERE seq=1", (edited,))
+        db.commit()
+    finally:
+        db.close()
     assert main(["demo", str(home)]) == 1
     assert "chain_break" in capsys.readouterr().err
 
