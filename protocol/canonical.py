@@ -77,9 +77,8 @@ _BELOW_ASTRAL_LEADS: Final = bytes(range(0xF0))
 
 def _needs_reference(text: str, encoded: bytes) -> bool:
     return (
-        (not text.isascii() and bool(encoded.translate(None, _BELOW_ASTRAL_LEADS)))
-        or _has_slow_number(encoded)
-    )
+        not text.isascii() and bool(encoded.translate(None, _BELOW_ASTRAL_LEADS))
+    ) or _has_slow_number(encoded)
 
 
 def _has_slow_number(encoded: bytes) -> bool:

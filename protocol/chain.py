@@ -17,13 +17,14 @@ written ``\\u001F`` instead of ``\\u001f``).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Self, TypeVar
 
 from pydantic import Field
 
-from protocol.canonical import canonical_digest
+from protocol.canonical import canonical_digest, canonical_json, digest
 from protocol.errors import ChainBreak, HeadMismatch, InvalidArtifact, SeqViolation
 from protocol.model import BatonModel, Digest
 
@@ -53,6 +54,24 @@ class ChainHead:
 
 EMPTY: Final = ChainHead()
 
+#: Canonical bytes of recently created records, by identity. Records are
+#: frozen, so the bytes of an object never change; the entry holds the object
+#: itself, so its id cannot be reused while the entry lives, and a lookup
+#: checks identity (``is``), never equality. Bounded: a pure memo.
+_MEMO: OrderedDict[int, tuple[object, bytes]] = OrderedDict()
+_MEMO_SIZE: Final = 512
+
+
+def _memo(record: object, data: bytes) -> None:
+    _MEMO[id(record)] = (record, data)
+    if len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)
+
+
+def _memoised(record: object) -> bytes | None:
+    hit = _MEMO.get(id(record))
+    return hit[1] if hit is not None and hit[0] is record else None
+
 
 class ChainedRecord(BatonModel):
     """Base for chained records. Subclasses add their own fields."""
@@ -66,13 +85,30 @@ class ChainedRecord(BatonModel):
 
     @classmethod
     def create(cls, head: ChainHead, **fields: Any) -> Self:
-        """The record that extends ``head``: ``seq``/``prev`` set, ``hash`` computed."""
+        """The record that extends ``head``: ``seq``/``prev`` set, ``hash`` computed.
+
+        The record's canonical bytes and hash are remembered (see
+        :data:`_MEMO`), so storing it right after does not serialise it again.
+        """
         draft = cls.build(**{**fields, "seq": head.next_seq, "prev": head.hash, "hash": GENESIS})
-        return draft.model_copy(update={"hash": draft.compute_hash()})
+        data = draft.model_dump(mode="json", by_alias=True)
+        del data["hash"]
+        record_hash = digest(canonical_json(data))
+        record = draft.model_copy(update={"hash": record_hash})
+        data["hash"] = record_hash
+        _memo(record, canonical_json(data))
+        return record
 
     def compute_hash(self) -> str:
         """SHA-256 over the canonical form without ``hash``."""
+        if _memoised(self) is not None:
+            return self.hash  # made by create() from this very content
         return canonical_digest(self.model_dump(mode="json", by_alias=True, exclude={"hash"}))
+
+    def canonical(self) -> bytes:
+        """RFC 8785 bytes of the record (remembered for records made by :meth:`create`)."""
+        memoised = _memoised(self)
+        return memoised if memoised is not None else super().canonical()
 
     @property
     def head(self) -> ChainHead:

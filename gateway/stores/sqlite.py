@@ -49,15 +49,14 @@ from gateway.stores.common import (
     load_record,
     open_body,
     read_span,
-    require_extends,
     require_hash,
     seal_body,
     stored_seq,
 )
 from keys.atrest import StoreCipher
 from protocol.audit import AuditEvent
-from protocol.chain import ChainHead
-from protocol.errors import StoreUnavailable
+from protocol.chain import GENESIS, ChainHead
+from protocol.errors import ChainConflict, StoreUnavailable
 from protocol.ports import RateDecision
 from protocol.transcript import TranscriptEntry
 
@@ -132,6 +131,29 @@ def _create(conn: sqlite3.Connection, what: str, *statements: str) -> None:
             conn.execute(statement)
 
 
+# Compare-and-append as ONE statement (atomic under SQLite's write lock, no
+# BEGIN/SELECT/COMMIT round): the chain has no gaps and (chain, seq) is a
+# primary key, so "row seq-1 exists with hash == prev, and row seq does not"
+# is exactly "the head is (seq-1, prev)". OR IGNORE turns the taken-seq case
+# into rowcount 0; a first record needs prev == GENESIS (checked in Python).
+_INSERT_FIRST_ENTRY: Final = (
+    "INSERT OR IGNORE INTO transcript_entries (conversation, seq, hash, record, body)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_NEXT_ENTRY: Final = (
+    "INSERT OR IGNORE INTO transcript_entries (conversation, seq, hash, record, body)"
+    " SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM transcript_entries"
+    " WHERE conversation = ? AND seq = ? AND hash = ?)"
+)
+_INSERT_FIRST_EVENT: Final = (
+    "INSERT OR IGNORE INTO audit_events (seq, hash, record) VALUES (?, ?, ?)"
+)
+_INSERT_NEXT_EVENT: Final = (
+    "INSERT OR IGNORE INTO audit_events (seq, hash, record) SELECT ?, ?, ?"
+    " WHERE EXISTS (SELECT 1 FROM audit_events WHERE seq = ? AND hash = ?)"
+)
+
+
 class SqliteNonceStore:
     """:class:`~protocol.ports.NonceStore` on SQLite: a primary-key insert per claim.
 
@@ -151,21 +173,24 @@ class SqliteNonceStore:
         )
 
     async def claim(self, scope: str, nonce: str, *, ttl_s: int, now: float) -> bool:
-        """True for the first claim of ``(scope, nonce)`` while it lives."""
+        """True for the first claim of ``(scope, nonce)`` while it lives.
+
+        One statement, so one atomic step under SQLite's write lock: insert, or
+        take over a row whose ``expires`` has passed; a live row is left alone
+        (``rowcount`` 0: a replay).
+        """
         check_ttl(ttl_s)
-        with _translated("nonce store"), _immediate(self._conn) as conn:
-            conn.execute(
-                "DELETE FROM nonces WHERE scope = ? AND nonce = ? AND expires <= ?",
-                (scope, nonce, now),
-            )
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO nonces (scope, nonce, expires) VALUES (?, ?, ?)",
-                (scope, nonce, now + ttl_s),
+        with _translated("nonce store"):
+            cursor = self._conn.execute(
+                "INSERT INTO nonces (scope, nonce, expires) VALUES (?, ?, ?)"
+                " ON CONFLICT (scope, nonce) DO UPDATE SET expires = excluded.expires"
+                " WHERE nonces.expires <= ?",
+                (scope, nonce, now + ttl_s, now),
             )
             first = cursor.rowcount == 1
             self._claims += 1
             if self._claims % _PURGE_EVERY == 0:
-                conn.execute("DELETE FROM nonces WHERE expires <= ?", (now,))
+                self._conn.execute("DELETE FROM nonces WHERE expires <= ?", (now,))
         return first
 
 
@@ -202,12 +227,18 @@ class SqliteTranscriptStore:
         conversation = entry.conversation
         sealed = None if body is None else seal_body(self._cipher, conversation, entry.seq, body)
         record = entry.canonical()
-        with _translated("transcript append"), _immediate(self._conn) as conn:
-            require_extends(_transcript_head(conn, conversation), entry)
-            conn.execute(
-                "INSERT INTO transcript_entries (conversation, seq, hash, record, body)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (conversation, entry.seq, entry.hash, record, sealed),
+        if entry.seq == 0 and entry.prev != GENESIS:
+            raise ChainConflict("a first entry must link to GENESIS")
+        row = (conversation, entry.seq, entry.hash, record, sealed)
+        with _translated("transcript append"):
+            if entry.seq == 0:
+                inserted = self._conn.execute(_INSERT_FIRST_ENTRY, row).rowcount
+            else:
+                predecessor = (conversation, entry.seq - 1, entry.prev)
+                inserted = self._conn.execute(_INSERT_NEXT_ENTRY, row + predecessor).rowcount
+        if inserted != 1:
+            raise ChainConflict(
+                f"append at seq {entry.seq} does not extend the head; re-read and retry"
             )
 
     async def read(
@@ -271,11 +302,19 @@ class SqliteAuditLog:
         """Compare-and-append in one ``BEGIN IMMEDIATE`` transaction."""
         require_hash(event)
         record = event.canonical()
-        with _translated("audit append"), _immediate(self._conn) as conn:
-            require_extends(_audit_head(conn), event)
-            conn.execute(
-                "INSERT INTO audit_events (seq, hash, record) VALUES (?, ?, ?)",
-                (event.seq, event.hash, record),
+        if event.seq == 0 and event.prev != GENESIS:
+            raise ChainConflict("a first event must link to GENESIS")
+        row = (event.seq, event.hash, record)
+        with _translated("audit append"):
+            if event.seq == 0:
+                inserted = self._conn.execute(_INSERT_FIRST_EVENT, row).rowcount
+            else:
+                inserted = self._conn.execute(
+                    _INSERT_NEXT_EVENT, (*row, event.seq - 1, event.prev)
+                ).rowcount
+        if inserted != 1:
+            raise ChainConflict(
+                f"audit append at seq {event.seq} does not extend the head; re-read and retry"
             )
 
     async def read(self, *, after_seq: int = -1, limit: int = 1000) -> Sequence[AuditEvent]:
