@@ -1,11 +1,15 @@
 """Appending to hash chains without forks and without needless round trips.
 
-The stores give compare-and-append (``protocol/ports.py``). Within one
-process, :class:`Recorder` serialises appends to the same chain with striped
-locks and remembers the head it last wrote, so the common case is one store
-call per record; across processes, a :class:`~protocol.errors.ChainConflict`
-means another writer got there first: re-read the head and retry, a bounded
-number of times (then fail closed with ``store_unavailable``).
+The stores give compare-and-append (``protocol/ports.py``). A store that can
+build the next record under its own write lock (``append_next``: SQLite,
+inside its group commit) is handed the record's constructor, so an append
+never conflicts and concurrent requests' records share one transaction.
+Otherwise (Redis) :class:`Recorder` serialises appends to one chain within
+the process with striped locks and remembers the head it last wrote, so the
+common case is one store call per record; across processes, a
+:class:`~protocol.errors.ChainConflict` means another writer got there
+first: re-read the head and retry, a bounded number of times (then fail
+closed with ``store_unavailable``).
 """
 
 from __future__ import annotations
@@ -79,21 +83,29 @@ class Recorder:
         """Append a :class:`TranscriptEntry` with ``fields`` and its ``body``."""
         conversation: str = fields["conversation"]
 
+        def make(head: ChainHead) -> TranscriptEntry:
+            return TranscriptEntry.create(head, **fields)
+
+        append_next = getattr(self._transcripts, "append_next", None)
+        if append_next is not None:
+            entry: TranscriptEntry = await append_next(conversation, make, body)
+            return entry
+
         async def store(entry: TranscriptEntry) -> None:
             await self._transcripts.append(entry, body)
 
         return await self._append(
-            "t:" + conversation,
-            lambda: self._transcripts.head(conversation),
-            lambda head: TranscriptEntry.create(head, **fields),
-            store,
+            "t:" + conversation, lambda: self._transcripts.head(conversation), make, store
         )
 
     async def event(self, **fields: Any) -> AuditEvent:
         """Append an :class:`AuditEvent` with ``fields``."""
-        return await self._append(
-            _AUDIT,
-            self._audit.head,
-            lambda head: AuditEvent.create(head, **fields),
-            self._audit.append,
-        )
+
+        def make(head: ChainHead) -> AuditEvent:
+            return AuditEvent.create(head, **fields)
+
+        append_next = getattr(self._audit, "append_next", None)
+        if append_next is not None:
+            event: AuditEvent = await append_next(make)
+            return event
+        return await self._append(_AUDIT, self._audit.head, make, self._audit.append)

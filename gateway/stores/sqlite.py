@@ -34,12 +34,13 @@ thread if measurement says so.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from gateway.stores.common import (
     Window,
@@ -49,6 +50,7 @@ from gateway.stores.common import (
     load_record,
     open_body,
     read_span,
+    require_extends,
     require_hash,
     seal_body,
     stored_seq,
@@ -69,6 +71,8 @@ __all__ = [
     "create_private_file",
 ]
 
+T = TypeVar("T")
+
 _PURGE_EVERY: Final = 1024
 
 
@@ -84,10 +88,90 @@ def create_private_file(path: Path) -> None:
     os.close(fd)
 
 
+class GroupCommit:
+    """Writes submitted during one event-loop iteration share one transaction.
+
+    A write is a function of the connection that either raises before it
+    writes anything, or writes with single statements (each atomic on its
+    own); its outcome (value or exception) is delivered only after the
+    shared ``COMMIT``, so nothing is reported done before it is durable. A
+    ``sqlite3`` failure anywhere fails the whole batch closed
+    (:class:`StoreUnavailable`, all rolled back).
+
+    Why: each SQLite transaction costs a lock round and a WAL commit; under
+    load the data plane's writes (nonce, request entry, audit event, response
+    entry) from many concurrent requests are committed together, and worker
+    processes sharing the file take the write lock far less often.
+    ``what`` names the write in the error a failed batch reports.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._what: dict[int, str] = {}
+
+    async def run(self, what: str, write: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.append((write, future))
+        self._what[id(future)] = what
+        if len(self._queue) == 1:
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        whats, self._what = self._what, {}
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            with _immediate(self._conn) as conn:
+                for write, future in batch:
+                    try:
+                        outcomes.append((future, write(conn), None))
+                    except sqlite3.Error:
+                        raise
+                    except Exception as exc:  # the write's own refusal; it wrote nothing
+                        outcomes.append((future, None, exc))
+        except sqlite3.Error as exc:
+            for _, future in batch:
+                if not future.done():
+                    what = whats.get(id(future), "write")
+                    unavailable = StoreUnavailable(f"SQLite {what}: {exc}")
+                    unavailable.__cause__ = exc
+                    future.set_exception(unavailable)
+            return
+        for future, value, refusal in outcomes:
+            if future.done():  # cancelled by its caller; the write stands
+                continue
+            if refusal is not None:
+                future.set_exception(refusal)
+            else:
+                future.set_result(value)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that carries its :class:`GroupCommit`."""
+
+    group_commit: GroupCommit
+
+
+def _group_commit(conn: sqlite3.Connection) -> GroupCommit:
+    if not isinstance(conn, _Connection):
+        raise TypeError("open SQLite stores with gateway.stores.sqlite.connect()")
+    return conn.group_commit
+
+
 def connect(path: Path | str) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN ourselves), WAL, busy timeout."""
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        conn = sqlite3.connect(
+            path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=5.0,
+            factory=_Connection,
+        )
+        conn.group_commit = GroupCommit(conn)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
@@ -162,6 +246,7 @@ class SqliteNonceStore:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._writes = _group_commit(conn)
         self._claims = 0
         _create(
             conn,
@@ -180,18 +265,21 @@ class SqliteNonceStore:
         (``rowcount`` 0: a replay).
         """
         check_ttl(ttl_s)
-        with _translated("nonce store"):
-            cursor = self._conn.execute(
+        self._claims += 1
+        purge = self._claims % _PURGE_EVERY == 0
+
+        def write(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
                 "INSERT INTO nonces (scope, nonce, expires) VALUES (?, ?, ?)"
                 " ON CONFLICT (scope, nonce) DO UPDATE SET expires = excluded.expires"
                 " WHERE nonces.expires <= ?",
                 (scope, nonce, now + ttl_s, now),
             )
-            first = cursor.rowcount == 1
-            self._claims += 1
-            if self._claims % _PURGE_EVERY == 0:
-                self._conn.execute("DELETE FROM nonces WHERE expires <= ?", (now,))
-        return first
+            if purge:
+                conn.execute("DELETE FROM nonces WHERE expires <= ?", (now,))
+            return cursor.rowcount == 1
+
+        return await self._writes.run("nonce store", write)
 
 
 class SqliteTranscriptStore:
@@ -206,6 +294,7 @@ class SqliteTranscriptStore:
 
     def __init__(self, conn: sqlite3.Connection, cipher: StoreCipher) -> None:
         self._conn = conn
+        self._writes = _group_commit(conn)
         self._cipher = cipher
         _create(
             conn,
@@ -230,16 +319,50 @@ class SqliteTranscriptStore:
         if entry.seq == 0 and entry.prev != GENESIS:
             raise ChainConflict("a first entry must link to GENESIS")
         row = (conversation, entry.seq, entry.hash, record, sealed)
-        with _translated("transcript append"):
+
+        def write(conn: sqlite3.Connection) -> None:
             if entry.seq == 0:
-                inserted = self._conn.execute(_INSERT_FIRST_ENTRY, row).rowcount
+                inserted = conn.execute(_INSERT_FIRST_ENTRY, row).rowcount
             else:
                 predecessor = (conversation, entry.seq - 1, entry.prev)
-                inserted = self._conn.execute(_INSERT_NEXT_ENTRY, row + predecessor).rowcount
-        if inserted != 1:
-            raise ChainConflict(
-                f"append at seq {entry.seq} does not extend the head; re-read and retry"
+                inserted = conn.execute(_INSERT_NEXT_ENTRY, row + predecessor).rowcount
+            if inserted != 1:  # nothing was written
+                raise ChainConflict(
+                    f"append at seq {entry.seq} does not extend the head; re-read and retry"
+                )
+
+        await self._writes.run("transcript append", write)
+
+    async def append_next(
+        self,
+        conversation: str,
+        build: Callable[[ChainHead], TranscriptEntry],
+        body: bytes | None,
+    ) -> TranscriptEntry:
+        """Build the next entry on the head *inside* the write transaction and store it.
+
+        The head is read under SQLite's write lock (earlier writes of the same
+        group commit included), so the append cannot conflict, across
+        processes either. ``build`` must return an entry of ``conversation``
+        that extends the head it is given; if it raises, nothing is written.
+        """
+
+        def write(conn: sqlite3.Connection) -> TranscriptEntry:
+            head = _transcript_head(conn, conversation)
+            entry = build(head)
+            if entry.conversation != conversation:
+                raise ValueError("built entry belongs to another conversation")
+            require_extends(head, entry)
+            require_hash(entry)
+            sealed = (
+                None if body is None else seal_body(self._cipher, conversation, entry.seq, body)
             )
+            row = (conversation, entry.seq, entry.hash, entry.canonical(), sealed)
+            if conn.execute(_INSERT_FIRST_ENTRY, row).rowcount != 1:  # pragma: no cover
+                raise ChainConflict("the head moved inside the write lock")
+            return entry
+
+        return await self._writes.run("transcript append", write)
 
     async def read(
         self, conversation: str, *, after_seq: int = -1, limit: int = 1000
@@ -286,6 +409,7 @@ class SqliteAuditLog:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._writes = _group_commit(conn)
         _create(
             conn,
             "audit",
@@ -305,17 +429,36 @@ class SqliteAuditLog:
         if event.seq == 0 and event.prev != GENESIS:
             raise ChainConflict("a first event must link to GENESIS")
         row = (event.seq, event.hash, record)
-        with _translated("audit append"):
+
+        def write(conn: sqlite3.Connection) -> None:
             if event.seq == 0:
-                inserted = self._conn.execute(_INSERT_FIRST_EVENT, row).rowcount
+                inserted = conn.execute(_INSERT_FIRST_EVENT, row).rowcount
             else:
-                inserted = self._conn.execute(
+                inserted = conn.execute(
                     _INSERT_NEXT_EVENT, (*row, event.seq - 1, event.prev)
                 ).rowcount
-        if inserted != 1:
-            raise ChainConflict(
-                f"audit append at seq {event.seq} does not extend the head; re-read and retry"
-            )
+            if inserted != 1:  # nothing was written
+                raise ChainConflict(
+                    f"audit append at seq {event.seq} does not extend the head; re-read and retry"
+                )
+
+        await self._writes.run("audit append", write)
+
+    async def append_next(self, build: Callable[[ChainHead], AuditEvent]) -> AuditEvent:
+        """Build the next event on the head inside the write transaction (see
+        :meth:`SqliteTranscriptStore.append_next`)."""
+
+        def write(conn: sqlite3.Connection) -> AuditEvent:
+            head = _audit_head(conn)
+            event = build(head)
+            require_extends(head, event)
+            require_hash(event)
+            row = (event.seq, event.hash, event.canonical())
+            if conn.execute(_INSERT_FIRST_EVENT, row).rowcount != 1:  # pragma: no cover
+                raise ChainConflict("the head moved inside the write lock")
+            return event
+
+        return await self._writes.run("audit append", write)
 
     async def read(self, *, after_seq: int = -1, limit: int = 1000) -> Sequence[AuditEvent]:
         span = read_span(after_seq, limit)
@@ -344,6 +487,7 @@ class SqliteRateLimiter:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._writes = _group_commit(conn)
         self._hits = 0
         _create(
             conn,
@@ -360,7 +504,8 @@ class SqliteRateLimiter:
         """Count ``cost`` against ``key`` in the window holding ``now`` if it fits."""
         check_rate_args(limit, cost)
         window = Window.at(now, window_s)
-        with _translated("rate limiter"), _immediate(self._conn) as conn:
+
+        def write(conn: sqlite3.Connection) -> RateDecision:
             row = conn.execute(
                 "SELECT count FROM rate_windows WHERE key = ? AND window = ?",
                 (key, window.index),
@@ -375,7 +520,9 @@ class SqliteRateLimiter:
                     (key, window.index, cost, now + window.keep_ms / 1000),
                 )
             self._purge(conn, now)
-        return decision
+            return decision
+
+        return await self._writes.run("rate limiter", write)
 
     def _purge(self, conn: sqlite3.Connection, now: float) -> None:
         self._hits += 1
