@@ -70,7 +70,7 @@ async def open_stores(
     if kind == "sqlite":
         if path is None:
             raise ConfigurationError("store kind 'sqlite' needs a path")
-        return _open_sqlite(path, cipher)
+        return await _open_sqlite(path, cipher)
     if kind == "redis":
         if not url:
             raise ConfigurationError("store kind 'redis' needs a url")
@@ -78,9 +78,20 @@ async def open_stores(
     raise ConfigurationError(f"unknown store kind {kind!r}")
 
 
-def _open_sqlite(path: Path, cipher: StoreCipher) -> Stores:
+async def _open_sqlite(path: Path, cipher: StoreCipher) -> Stores:
     sqlite_stores.create_private_file(path)
-    conn = sqlite_stores.connect(path)
+    conn = sqlite_stores.connect(path, autocheckpoint=False)
+    try:
+        checkpointer = sqlite_stores.Checkpointer(path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreUnavailable(f"cannot open SQLite store {path}: {exc}") from exc
+    checkpointer.start()
+
+    async def close() -> None:
+        await checkpointer.stop()
+        await _sqlite_close(conn)
+
     try:
         stores = Stores(
             nonces=sqlite_stores.SqliteNonceStore(conn),
@@ -88,10 +99,10 @@ def _open_sqlite(path: Path, cipher: StoreCipher) -> Stores:
             audit=sqlite_stores.SqliteAuditLog(conn),
             rates=sqlite_stores.SqliteRateLimiter(conn),
             ping=lambda: _sqlite_ping(conn),
-            close=lambda: _sqlite_close(conn),
+            close=close,
         )
     except BaseException:
-        conn.close()
+        await close()
         raise
     return stores
 

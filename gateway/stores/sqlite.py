@@ -161,8 +161,11 @@ def _group_commit(conn: sqlite3.Connection) -> GroupCommit:
     return conn.group_commit
 
 
-def connect(path: Path | str) -> sqlite3.Connection:
-    """A connection in autocommit mode (we issue BEGIN ourselves), WAL, busy timeout."""
+def connect(path: Path | str, *, autocheckpoint: bool = True) -> sqlite3.Connection:
+    """A connection in autocommit mode (we issue BEGIN ourselves), WAL, busy timeout.
+
+    ``autocheckpoint=False`` leaves WAL checkpoints to a :class:`Checkpointer`.
+    """
     try:
         conn = sqlite3.connect(
             path,
@@ -175,9 +178,49 @@ def connect(path: Path | str) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA journal_size_limit=67108864")  # truncate the WAL to 64 MiB
+        if not autocheckpoint:
+            conn.execute("PRAGMA wal_autocheckpoint=0")
     except sqlite3.Error as exc:
         raise StoreUnavailable(f"cannot open SQLite store {path}: {exc}") from exc
     return conn
+
+
+class Checkpointer:
+    """WAL checkpoints on a worker thread, with a connection of their own.
+
+    A checkpoint copies the write-ahead log into the database and, with
+    ``synchronous=NORMAL``, is the one step that calls ``fsync``. SQLite runs
+    it inside whichever commit crosses ``wal_autocheckpoint``, which on the
+    event loop stalls every request in flight for the length of an fsync
+    (milliseconds). The serving connection therefore turns automatic
+    checkpoints off and this task runs a ``PASSIVE`` checkpoint (it never
+    blocks writers or readers) every ``interval_s`` seconds off the loop.
+    """
+
+    def __init__(self, path: Path, interval_s: float = 1.0) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            with suppress(sqlite3.Error):  # a failed checkpoint is retried next time
+                await asyncio.to_thread(self._conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with suppress(sqlite3.Error):
+            await asyncio.to_thread(self._conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+        self._conn.close()
 
 
 @contextmanager
