@@ -101,6 +101,9 @@ async def _open_sqlite(path: Path, cipher: StoreCipher) -> Stores:
             ping=lambda: _sqlite_ping(conn),
             close=close,
         )
+        # From here on the group commit waits for the write lock without
+        # blocking the event loop (see GroupCommit); tables exist by now.
+        conn.execute("PRAGMA busy_timeout=0")
     except BaseException:
         await close()
         raise

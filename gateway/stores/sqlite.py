@@ -73,6 +73,10 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: How often a batch retries a write lock another process holds, and for how long.
+_LOCK_RETRY_S: Final = 0.0005
+_LOCK_DEADLINE_S: Final = 5.0
+
 _PURGE_EVERY: Final = 1024
 
 
@@ -103,28 +107,62 @@ class GroupCommit:
     entry) from many concurrent requests are committed together, and worker
     processes sharing the file take the write lock far less often.
     ``what`` names the write in the error a failed batch reports.
+
+    Waiting for the write lock never blocks the event loop: the connection's
+    busy timeout is 0, and a batch that finds the lock taken (another
+    process is committing) is retried every :data:`_LOCK_RETRY_S` seconds
+    while the loop serves other requests, until :data:`_LOCK_DEADLINE_S`
+    after its oldest write arrived (then it fails closed). SQLite's own busy
+    handler would sleep the whole process for at least a millisecond.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._what: dict[int, str] = {}
+        self._scheduled = False
+        self._since = 0.0
 
     async def run(self, what: str, write: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        if not self._queue:
+            self._since = loop.time()
         self._queue.append((write, future))
         self._what[id(future)] = what
-        if len(self._queue) == 1:
+        if not self._scheduled:
+            self._scheduled = True
             loop.call_soon(self._flush)
         return await future
 
+    def _begin(self) -> bool:
+        """Take the write lock now, or schedule a retry and return False."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            loop = asyncio.get_running_loop()
+            busy = exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if busy and loop.time() - self._since < _LOCK_DEADLINE_S:
+                self._scheduled = True
+                loop.call_later(_LOCK_RETRY_S, self._flush)
+                return False
+            raise
+        return True
+
     def _flush(self) -> None:
+        self._scheduled = False
+        try:
+            if not self._begin():
+                return
+        except sqlite3.Error as exc:
+            self._fail(self._queue, self._what, exc)
+            self._queue, self._what = [], {}
+            return
         batch, self._queue = self._queue, []
         whats, self._what = self._what, {}
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            with _immediate(self._conn) as conn:
+            with _in_transaction(self._conn) as conn:
                 for write, future in batch:
                     try:
                         outcomes.append((future, write(conn), None))
@@ -133,12 +171,7 @@ class GroupCommit:
                     except Exception as exc:  # the write's own refusal; it wrote nothing
                         outcomes.append((future, None, exc))
         except sqlite3.Error as exc:
-            for _, future in batch:
-                if not future.done():
-                    what = whats.get(id(future), "write")
-                    unavailable = StoreUnavailable(f"SQLite {what}: {exc}")
-                    unavailable.__cause__ = exc
-                    future.set_exception(unavailable)
+            self._fail(batch, whats, exc)
             return
         for future, value, refusal in outcomes:
             if future.done():  # cancelled by its caller; the write stands
@@ -147,6 +180,19 @@ class GroupCommit:
                 future.set_exception(refusal)
             else:
                 future.set_result(value)
+
+    @staticmethod
+    def _fail(
+        batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
+        whats: dict[int, str],
+        exc: sqlite3.Error,
+    ) -> None:
+        for _, future in batch:
+            if not future.done():
+                what = whats.get(id(future), "write")
+                unavailable = StoreUnavailable(f"SQLite {what}: {exc}")
+                unavailable.__cause__ = exc
+                future.set_exception(unavailable)
 
 
 class _Connection(sqlite3.Connection):
@@ -240,10 +286,9 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 @contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One ``BEGIN IMMEDIATE`` transaction: committed if the block returns,
-    rolled back (nothing stored) if it raises or the commit fails."""
-    conn.execute("BEGIN IMMEDIATE")
+def _in_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """The open transaction: committed if the block returns, rolled back if
+    it raises or the commit fails."""
     try:
         yield conn
         conn.execute("COMMIT")

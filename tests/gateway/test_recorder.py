@@ -8,12 +8,16 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from gateway.inspect import verify_audit, verify_conversation
 from gateway.recorder import Recorder
 from gateway.stores import Stores, open_stores
+from gateway.stores import sqlite as sqlite_stores
 from gateway.stores.sqlite import GroupCommit, connect
 from keys.atrest import StoreCipher
 from protocol.canonical import digest
+from protocol.errors import StoreUnavailable
 
 SUPPORT = "spiffe://baton.local/agent/support"
 BILLING = "spiffe://baton.local/agent/billing"
@@ -107,3 +111,40 @@ async def test_a_refused_write_does_not_spoil_its_batch(tmp_path: Path) -> None:
     ]
     assert [row[0] for row in conn.execute("SELECT k FROM t ORDER BY k")] == [0, 1, 3]
     conn.close()
+
+
+async def test_a_held_write_lock_is_waited_for_without_blocking_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "lock.db"
+    stores = await open_stores("sqlite", path=path, url=None, cipher=StoreCipher(KEY))
+    other = connect(path)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process is committing
+        claim = asyncio.ensure_future(stores.nonces.claim("k", "n" * 22, ttl_s=66, now=1.0))
+        ticks = 0
+        while ticks < 50:  # the loop keeps running while the claim waits for the lock
+            await asyncio.sleep(0)
+            ticks += 1
+        assert not claim.done()
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(claim, timeout=5) is True
+    finally:
+        other.close()
+        await stores.close()
+
+
+async def test_a_write_lock_held_past_the_deadline_fails_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_stores, "_LOCK_DEADLINE_S", 0.05)
+    path = tmp_path / "lock.db"
+    stores = await open_stores("sqlite", path=path, url=None, cipher=StoreCipher(KEY))
+    other = connect(path)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(stores.nonces.claim("k", "n" * 22, ttl_s=66, now=1.0), timeout=5)
+        other.execute("ROLLBACK")
+        assert await stores.nonces.claim("k", "n" * 22, ttl_s=66, now=1.0), "nothing was stored"
+    finally:
+        other.close()
+        await stores.close()
