@@ -28,7 +28,7 @@ from pathlib import Path
 
 from gateway.config import ConfigError
 from gateway.config import load as load_config
-from gateway.demo import run_demo
+from gateway.demo import DemoFailed, run_demo
 from gateway.devdata import DataFolder, InitError, init_data_folder, write_agent
 from gateway.inspect import trace_lines, verify_audit, verify_conversation
 from gateway.logs import configure as configure_logs
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (ConfigError, InitError) as exc:
+    except (ConfigError, InitError, DemoFailed) as exc:
         print(f"baton: {exc}", file=sys.stderr)
     except BatonError as exc:
         print(f"baton: {exc.code}: {exc.detail or exc.public_message}", file=sys.stderr)

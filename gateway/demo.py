@@ -53,7 +53,7 @@ from adapters.jsonrpc import render_error
 from gateway.app import AppOptions, gateway_app
 from gateway.config import BatonConfig
 from gateway.config import load as load_config
-from gateway.devdata import AgentMaterial, DataFolder, InitError
+from gateway.devdata import AgentMaterial, DataFolder
 from gateway.inspect import trace_lines, verify_audit, verify_conversation
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, load_runtime
@@ -103,12 +103,8 @@ RESPONSE_POLICY: Final = SignaturePolicy(
 )
 
 
-class DemoFailed(InitError):
-    """A step of the demo did not behave as shown.
-
-    A subclass of :class:`InitError` so that ``baton`` prints the reason and
-    exits 1 (the demo runs on what ``baton init`` wrote).
-    """
+class DemoFailed(Exception):
+    """A step of the demo did not behave as shown (``baton`` prints it, exits 1)."""
 
 
 def _expect(condition: bool, failure: str) -> None:
