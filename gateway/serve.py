@@ -27,22 +27,25 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.app import admin_app, gateway_app
+from gateway.app import AppOptions, admin_app, gateway_app
 from gateway.config import load, split_host_port
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, load_runtime
 from gateway.tls import server_context
 
-__all__ = ["run", "serve_worker"]
+__all__ = ["run", "serve_runtime", "serve_worker"]
 
 log = logging.getLogger("baton.serve")
 
 
-async def _serve(runtime: Runtime, *, reuse_port: bool) -> None:
+async def serve_runtime(
+    runtime: Runtime, *, reuse_port: bool, options: AppOptions | None = None
+) -> None:
+    """Serve ``runtime`` (data plane and admin listener) until SIGTERM/SIGINT, then drain."""
     config = runtime.config
     limits = config.limits
     metrics = Metrics()
-    app = gateway_app(runtime, metrics)
+    app = gateway_app(runtime, metrics, options or AppOptions())
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -96,7 +99,7 @@ async def _serve(runtime: Runtime, *, reuse_port: bool) -> None:
 def serve_worker(config_path: Path, *, reuse_port: bool) -> None:
     """Run one worker until SIGTERM/SIGINT."""
     runtime = load_runtime(load(config_path), config_path.parent)
-    asyncio.run(_serve(runtime, reuse_port=reuse_port))
+    asyncio.run(serve_runtime(runtime, reuse_port=reuse_port))
 
 
 def _supervise(config_path: Path, workers: int) -> int:
