@@ -138,7 +138,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.worker:
         serve_worker(config, reuse_port=True)
         return 0
-    return run_server(config, workers=args.workers)
+    return run_server(config, workers=args.workers, log_level=args.log_level)
 
 
 async def _with_stores(folder: DataFolder, use: Callable[[Stores], Awaitable[int]]) -> int:

@@ -31,6 +31,7 @@ from gateway.app import AppOptions, admin_app, gateway_app
 from gateway.config import load, split_host_port
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, load_runtime
+from gateway.stores import open_stores
 from gateway.tls import server_context
 
 __all__ = ["run", "serve_runtime", "serve_worker"]
@@ -102,11 +103,11 @@ def serve_worker(config_path: Path, *, reuse_port: bool) -> None:
     asyncio.run(serve_runtime(runtime, reuse_port=reuse_port))
 
 
-def _supervise(config_path: Path, workers: int) -> int:
+def _supervise(config_path: Path, workers: int, log_level: str) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="baton-metrics-")
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     command = [sys.executable, "-m", "gateway.cli", "serve", "--dir", str(config_path.parent),
-               "--worker"]  # fmt: skip
+               "--worker", "--log-level", log_level]  # fmt: skip
     children = [subprocess.Popen(command, env=env) for _ in range(workers)]  # noqa: S603
 
     def forward(signum: int, _frame: object) -> None:
@@ -133,10 +134,26 @@ def _supervise(config_path: Path, workers: int) -> int:
     return status
 
 
-def run(config_path: Path, *, workers: int = 1) -> int:
+async def _prepare_store(runtime: Runtime) -> None:
+    """Open and close the store once: a new SQLite file gets its WAL mode and
+    tables here, so workers starting together never race to create them."""
+    store = runtime.config.store
+    stores = await open_stores(
+        store.kind,
+        path=runtime.store_path if store.kind == "sqlite" else None,
+        url=store.url,
+        cipher=runtime.cipher,
+        prefix=store.prefix,
+    )
+    await stores.close()
+
+
+def run(config_path: Path, *, workers: int = 1, log_level: str = "info") -> int:
     """Validate everything up front, then serve (see the module docstring)."""
-    load_runtime(load(config_path), config_path.parent)  # fail before forking
+    runtime = load_runtime(load(config_path), config_path.parent)  # fail before forking
     if workers <= 1:
         serve_worker(config_path, reuse_port=False)
         return 0
-    return _supervise(config_path, workers)
+    if runtime.config.store.kind == "sqlite":
+        asyncio.run(_prepare_store(runtime))
+    return _supervise(config_path, workers, log_level)

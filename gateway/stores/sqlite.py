@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -207,6 +208,21 @@ def _group_commit(conn: sqlite3.Connection) -> GroupCommit:
     return conn.group_commit
 
 
+def _set_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
+    """Switch to WAL. On a brand-new file, processes opening it together can
+    get ``database is locked`` at once (the busy timeout does not apply to
+    this step), so retry for up to about two seconds at start-up."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or attempt == attempts - 1:
+                raise
+            time.sleep(0.01)
+
+
 def connect(path: Path | str, *, autocheckpoint: bool = True) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN ourselves), WAL, busy timeout.
 
@@ -221,7 +237,7 @@ def connect(path: Path | str, *, autocheckpoint: bool = True) -> sqlite3.Connect
             factory=_Connection,
         )
         conn.group_commit = GroupCommit(conn)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _set_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA journal_size_limit=67108864")  # truncate the WAL to 64 MiB

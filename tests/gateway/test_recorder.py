@@ -148,3 +148,20 @@ async def test_a_write_lock_held_past_the_deadline_fails_closed(
     finally:
         other.close()
         await stores.close()
+
+
+def _open_and_close(path: str) -> str:
+    connect(path).close()
+    return "ok"
+
+
+def test_processes_opening_a_new_file_together_all_get_wal(tmp_path: Path) -> None:
+    path = str(tmp_path / "new.db")
+    with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_open_and_close, [path] * 16, timeout=120))
+    assert results == ["ok"] * 16
+    conn = connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
