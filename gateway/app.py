@@ -25,7 +25,7 @@ from aiohttp import web
 from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
 from gateway.proxy import ALL_STAGES, Gateway
 from gateway.runtime import Runtime
-from gateway.stores import Stores, open_stores
+from gateway.stores import Stores
 from gateway.tls import upstream_context
 from gateway.upstream import Upstream
 from protocol.errors import StoreUnavailable
@@ -68,14 +68,7 @@ def _upstreams(runtime: Runtime, metrics: Metrics, options: AppOptions) -> dict[
 async def _open(runtime: Runtime, options: AppOptions) -> Stores:
     if options.stores is not None:
         return options.stores
-    store = runtime.config.store
-    return await open_stores(
-        store.kind,
-        path=runtime.store_path if store.kind == "sqlite" else None,
-        url=store.url,
-        cipher=runtime.cipher,
-        prefix=store.prefix,
-    )
+    return await runtime.open_stores()
 
 
 def gateway_app(

@@ -35,7 +35,7 @@ from gateway.logs import configure as configure_logs
 from gateway.runtime import load_runtime
 from gateway.serve import run as run_server
 from gateway.serve import serve_worker
-from gateway.stores import Stores, open_stores
+from gateway.stores import Stores
 from keys.errors import KeysError
 from keys.files import load_private_jwks, save_jwks, save_private_jwks
 from protocol.errors import BatonError
@@ -143,14 +143,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 async def _with_stores(folder: DataFolder, use: Callable[[Stores], Awaitable[int]]) -> int:
     runtime = load_runtime(load_config(folder.config), folder.root)
-    store = runtime.config.store
-    stores = await open_stores(
-        store.kind,
-        path=runtime.store_path if store.kind == "sqlite" else None,
-        url=store.url,
-        cipher=runtime.cipher,
-        prefix=store.prefix,
-    )
+    stores = await runtime.open_stores()
     try:
         return await use(stores)
     finally:

@@ -57,7 +57,7 @@ from gateway.devdata import AgentMaterial, DataFolder
 from gateway.inspect import trace_lines, verify_audit, verify_conversation
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, load_runtime
-from gateway.stores import Stores, open_stores
+from gateway.stores import Stores
 from gateway.tls import server_context
 from keys.b64 import b64url_encode
 from keys.errors import KeysError
@@ -392,17 +392,6 @@ def _require_sample_setup(config: BatonConfig) -> None:
     )
 
 
-async def _open_stores(runtime: Runtime) -> Stores:
-    store = runtime.config.store
-    return await open_stores(
-        store.kind,
-        path=runtime.store_path if store.kind == "sqlite" else None,
-        url=store.url,
-        cipher=runtime.cipher,
-        prefix=store.prefix,
-    )
-
-
 def _store_name(runtime: Runtime) -> str:
     if runtime.config.store.kind == "sqlite":
         return f"the SQLite store {runtime.store_path}"
@@ -416,7 +405,7 @@ async def _run(root: Path, out: TextIO) -> None:
         gateway_port, billing_port = _port(gateway_sock), _port(billing_sock)
         runtime = demo.runtime(gateway_port, billing_port)
         billing = demo.billing_agent(runtime)
-        stores = await _open_stores(runtime)
+        stores = await runtime.open_stores()
         try:
             async with AsyncExitStack() as running:
                 await _start_billing(demo, billing, billing_sock, running)

@@ -15,6 +15,7 @@ from typing import Literal
 
 from gateway.config import AgentConfig, BatonConfig, ConfigError, RateLimitConfig
 from gateway.devdata import DataFolder
+from gateway.stores import Stores, open_stores
 from keys.atrest import StoreCipher
 from keys.bearer import BearerIssuer
 from keys.errors import KeysError
@@ -76,6 +77,17 @@ class Runtime:
     def store_path(self) -> Path:
         path = Path(self.config.store.path)
         return path if path.is_absolute() else self.folder.root / path
+
+    async def open_stores(self) -> Stores:
+        """The configured store backend, opened (the caller closes it)."""
+        store = self.config.store
+        return await open_stores(
+            store.kind,
+            path=self.store_path if store.kind == "sqlite" else None,
+            url=store.url,
+            cipher=self.cipher,
+            prefix=store.prefix,
+        )
 
 
 def _load(what: str, path: Path, fix: str) -> None:

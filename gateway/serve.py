@@ -31,7 +31,6 @@ from gateway.app import AppOptions, admin_app, gateway_app
 from gateway.config import load, split_host_port
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, load_runtime
-from gateway.stores import open_stores
 from gateway.tls import server_context
 
 __all__ = ["run", "serve_runtime", "serve_worker"]
@@ -137,14 +136,7 @@ def _supervise(config_path: Path, workers: int, log_level: str) -> int:
 async def _prepare_store(runtime: Runtime) -> None:
     """Open and close the store once: a new SQLite file gets its WAL mode and
     tables here, so workers starting together never race to create them."""
-    store = runtime.config.store
-    stores = await open_stores(
-        store.kind,
-        path=runtime.store_path if store.kind == "sqlite" else None,
-        url=store.url,
-        cipher=runtime.cipher,
-        prefix=store.prefix,
-    )
+    stores = await runtime.open_stores()
     await stores.close()
 
 
