@@ -96,6 +96,7 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._state_gauge = metrics.breaker_state.labels(config.name)
         self._state_gauge.set(0)
+        self._published = "closed"
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:  # created inside the running loop
@@ -128,7 +129,10 @@ class Upstream:
             self._session = None
 
     def _publish_state(self) -> None:
-        self._state_gauge.set(BREAKER_STATES[self.breaker.state])
+        state = self.breaker.state
+        if state != self._published:  # a gauge write per request costs more than this check
+            self._published = state
+            self._state_gauge.set(BREAKER_STATES[state])
 
     def _failed(self, kind: str) -> None:
         self._metrics.upstream_errors.labels(self.name, kind).inc()
