@@ -37,7 +37,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Final
 
@@ -148,7 +148,6 @@ class _Context:
     upstream: str | None = None
     call: Call | None = None
     body_digest: str | None = None
-    detail: dict[str, str] = field(default_factory=dict)
 
     @property
     def traceparent(self) -> str:

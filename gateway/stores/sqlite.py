@@ -25,11 +25,12 @@ Tables (created on first use, ``IF NOT EXISTS``):
 Every time here is the injected ``now``: the store never reads a clock.
 
 Connections: open one per process (SQLite state must never cross ``fork()``;
-workers open their own) and use it from one thread. The stores sharing a
-connection never interleave transactions because each call runs to completion
-without awaiting. The calls are short (tens of microseconds on a local disk)
-and run on the event loop's thread; the data plane moves them to a worker
-thread if measurement says so.
+workers open their own) and use it from one thread. Every write goes through
+the connection's :class:`GroupCommit`, which runs the writes queued during one
+event-loop turn in one transaction on the loop's thread (they are short: tens
+of microseconds each), so the stores sharing a connection never interleave
+transactions. WAL checkpoints, the one step that fsyncs, run on a worker
+thread (:class:`Checkpointer`).
 """
 
 from __future__ import annotations

@@ -108,6 +108,25 @@ def redis_prefix() -> Iterator[str]:
         client.close()
 
 
+@pytest.fixture
+async def home(tmp_path: Path) -> AsyncIterator[tuple[DataFolder, RecordingUpstream, Path]]:
+    folder = init_data_folder(
+        tmp_path / "home",
+        trust_domain=TRUST_DOMAIN,
+        force=False,
+        now=dt.datetime.now(dt.UTC),
+        agents=("support", "billing", "legacy", "chatty"),
+    )
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    upstream = RecordingUpstream(folder, folder.load_agent(TRUST_DOMAIN, "billing"), scratch)
+    await upstream.start()
+    try:
+        yield folder, upstream, scratch
+    finally:
+        await upstream.stop()
+
+
 @dataclass
 class Fleet:
     gateways: list[Served]
@@ -117,23 +136,15 @@ class Fleet:
 
 
 @pytest.fixture
-async def fleet(tmp_path: Path, redis_prefix: str) -> AsyncIterator[Fleet]:
-    home = init_data_folder(
-        tmp_path / "gw1",
-        trust_domain=TRUST_DOMAIN,
-        force=False,
-        now=dt.datetime.now(dt.UTC),
-        agents=("support", "billing", "legacy", "chatty"),
-    )
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    upstream = RecordingUpstream(home, home.load_agent(TRUST_DOMAIN, "billing"), scratch)
-    await upstream.start()
+async def fleet(
+    tmp_path: Path, redis_prefix: str, home: tuple[DataFolder, RecordingUpstream, Path]
+) -> AsyncIterator[Fleet]:
+    home_folder, upstream, scratch = home
     second = DataFolder(tmp_path / "gw2")
-    shutil.copytree(home.data, second.data)  # same CA, keys and store key: one fleet
+    shutil.copytree(home_folder.data, second.data)  # same CA, keys and store key: one fleet
     gateways = []
     try:
-        for folder in (home, second):
+        for folder in (home_folder, second):
             port, admin_port = free_port(), free_port()
             write_config(
                 folder,
@@ -149,11 +160,10 @@ async def fleet(tmp_path: Path, redis_prefix: str) -> AsyncIterator[Fleet]:
             gateways.append(Served(folder, serve(folder), port, admin_port))
         for gateway in gateways:
             await wait_until(gateway.healthy, what="gateway ready")
-        yield Fleet(gateways, upstream, home, scratch)
+        yield Fleet(gateways, upstream, home_folder, scratch)
     finally:
         for gateway in gateways:
             gateway.stop()
-        await upstream.stop()
 
 
 async def _send(
@@ -256,25 +266,6 @@ async def test_redis_stopped_mid_run_fails_closed(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------- workers and drain
-@pytest.fixture
-async def home(tmp_path: Path) -> AsyncIterator[tuple[DataFolder, RecordingUpstream, Path]]:
-    folder = init_data_folder(
-        tmp_path / "home",
-        trust_domain=TRUST_DOMAIN,
-        force=False,
-        now=dt.datetime.now(dt.UTC),
-        agents=("support", "billing", "legacy", "chatty"),
-    )
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    upstream = RecordingUpstream(folder, folder.load_agent(TRUST_DOMAIN, "billing"), scratch)
-    await upstream.start()
-    try:
-        yield folder, upstream, scratch
-    finally:
-        await upstream.stop()
-
-
 async def _signed_post(folder: DataFolder, scratch: Path, port: int) -> tuple[int, bytes]:
     support = folder.load_agent(TRUST_DOMAIN, "support")
     url = f"https://127.0.0.1:{port}/u/billing/x"
