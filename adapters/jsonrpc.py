@@ -9,8 +9,9 @@ binding) is named ``"<HTTP-METHOD> <path>"`` so policy can still address it.
 
 :func:`render_error` is the JSON-RPC 2.0 s5.1 error object for a
 :class:`~protocol.errors.BatonError`: a numeric code from :data:`RPC_CODES`
-(by HTTP status, in the implementation-defined server range -32000..-32099
-except the spec's own -32600/-32700/-32603), the public message, and
+(by HTTP status, in a block of the implementation-defined server range
+-32000..-32099 that neither MCP nor A2A uses, except the spec's own
+-32600/-32700/-32603), the public message, and
 ``data = {code, trace_id, retryable[, retry_after]}``. Never the internal
 ``detail``.
 """
@@ -28,21 +29,27 @@ from protocol.errors import BatonError, InvalidRequest, from_keys_error
 __all__ = ["RPC_CODES", "Call", "parse_call", "render_error"]
 
 #: HTTP status of a Baton error -> JSON-RPC error code. Stable; part of the contract.
+#: The block -32080..-32093 is used by neither protocol Baton fronts: MCP owns
+#: -32000..-32002, -32020..-32022 and -32042, A2A owns -32001..-32009, so a
+#: gateway refusal is never mistaken for "task not found" or "header mismatch"
+#: (ADR 0012). -32600 and -32603 are JSON-RPC 2.0's own.
 RPC_CODES: Final[dict[int, int]] = {
     400: -32600,
-    401: -32001,
-    403: -32003,
-    404: -32004,
-    408: -32008,
-    409: -32009,
-    413: -32013,
-    422: -32022,
-    429: -32029,
-    431: -32031,
+    401: -32080,
+    403: -32081,
+    404: -32082,
+    405: -32083,
+    408: -32084,
+    409: -32085,
+    413: -32086,
+    421: -32087,
+    422: -32088,
+    429: -32089,
+    431: -32090,
     500: -32603,
-    502: -32002,
-    503: -32005,
-    504: -32006,
+    502: -32091,
+    503: -32092,
+    504: -32093,
 }
 PARSE_ERROR: Final = -32700
 
@@ -51,12 +58,38 @@ RpcId = str | int | None
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """What policy and the transcript need to know about one request."""
+    """What policy and the transcript need to know about one request.
+
+    The generic view fills the first four fields; the MCP and A2A adapters
+    fill the rest. ``method`` is the name policy is written in: the JSON-RPC
+    method, A2A's v1.0 name whatever the wire used (``message/send`` and
+    ``POST /message:send`` are both ``SendMessage``), or ``"<HTTP> <path>"``.
+    """
 
     method: str
     rpc_id: RpcId
     is_jsonrpc: bool
     is_notification: bool = False
+    #: "http" (generic), "jsonrpc" (generic JSON-RPC), "mcp" or "a2a".
+    protocol: str = "http"
+    #: MCP: the protocol version in force ("2025-11-25", "2026-07-28");
+    #: A2A: "1.0" or "0.3".
+    version: str | None = None
+    #: A2A: "JSONRPC" or "HTTP+JSON". MCP and generic: None.
+    binding: str | None = None
+    #: What the call acts on, for policy: ("tool", name), ("resource", uri),
+    #: ("prompt", name) or ("skill", id). None when the method names no target.
+    target_kind: str | None = None
+    target: str | None = None
+    #: A2A ``contextId`` carried by the request (the conversation), if any.
+    context_id: str | None = None
+    #: A2A task the request refers to (GetTask, CancelTask, SubscribeToTask,
+    #: a message continuing a task, push-notification configs), if any.
+    task_id: str | None = None
+    #: The response is expected to be an SSE stream.
+    streaming: bool = False
+    #: Webhook URLs the request asks the upstream to call (A2A push configs).
+    push_urls: tuple[str, ...] = ()
 
 
 def _http_name(http_method: str, path: str) -> str:

@@ -11,9 +11,11 @@ the caller (``public()`` omits it).
     BatonError (500 internal_error)
     +-- InvalidRequest (400)            malformed_input, too_deep, invalid_identity, ...
     |   +-- InvalidEnvelope (400)       one body for every JWE failure; compression_not_allowed
+    |   +-- header_mismatch, unsupported_version, unsafe_webhook (protocol adapters)
     +-- AuthenticationFailed (401)      bad_signature, replay_detected, expired, unknown_kid, ...
     +-- Forbidden (403)                 policy_denied, not_participant, ...
-    +-- NotFound (404)
+    +-- NotFound (404)                  session_not_found, task_not_found
+    +-- MethodNotAllowed (405), MisdirectedRequest (421)
     +-- Conflict (409)                  duplicate_bundle, stale_decision, out_of_order
     +-- RequestTimeout (408), PayloadTooLarge (413), HeadersTooLarge (431)
     +-- IntegrityError (422)            chain_break, head_mismatch, seq_violation, binding_mismatch
@@ -62,6 +64,7 @@ __all__ = [
     "Forbidden",
     "GatewayTimeout",
     "HeadMismatch",
+    "HeaderMismatch",
     "HeadersTooLarge",
     "IdentityMismatch",
     "InsecureKeyFile",
@@ -75,10 +78,13 @@ __all__ = [
     "MalformedInput",
     "MalformedJws",
     "MalformedSignature",
+    "MethodNotAllowed",
+    "MisdirectedRequest",
     "NotFound",
     "NotParticipant",
     "NotRecipient",
     "NotYetValid",
+    "OriginRejected",
     "OutOfOrder",
     "PayloadTooLarge",
     "PolicyDenied",
@@ -86,16 +92,20 @@ __all__ = [
     "ReplayDetected",
     "RequestTimeout",
     "SeqViolation",
+    "SessionNotFound",
     "SignatureMissing",
     "Stale",
     "StaleDecision",
     "StoreUnavailable",
+    "TaskNotFound",
     "TokenExpired",
     "TooDeep",
     "Unavailable",
     "UnknownKeyId",
+    "UnsafeWebhook",
     "UnsupportedCrit",
     "UnsupportedHeader",
+    "UnsupportedVersion",
     "UntrustedKey",
     "WrongType",
     "from_keys_error",
@@ -183,6 +193,27 @@ class InvalidEnvelope(InvalidRequest):
 
     code = "invalid_envelope"
     public_message = "invalid envelope"
+
+
+class HeaderMismatch(InvalidRequest):
+    """A routing header disagrees with the body (MCP 2026-07-28 ``Mcp-Method``/``Mcp-Name``)."""
+
+    code = "header_mismatch"
+    public_message = "header does not match the body"
+
+
+class UnsupportedVersion(InvalidRequest):
+    """A protocol version the gateway does not speak (``MCP-Protocol-Version``, ``A2A-Version``)."""
+
+    code = "unsupported_version"
+    public_message = "unsupported protocol version"
+
+
+class UnsafeWebhook(InvalidRequest):
+    """A push-notification URL outside the allow-list or pointing at a private range (SSRF)."""
+
+    code = "unsafe_webhook"
+    public_message = "webhook URL not allowed"
 
 
 class CompressionNotAllowed(InvalidEnvelope):
@@ -349,6 +380,12 @@ class NotParticipant(Forbidden):
     code = "not_participant"
 
 
+class OriginRejected(Forbidden):
+    """A browser ``Origin`` that is not allowed (DNS rebinding; MCP transports: 403)."""
+
+    code = "origin_rejected"
+
+
 class NotRecipient(Forbidden):
     """Capsule or bundle not addressed to the opener."""
 
@@ -362,6 +399,37 @@ class NotFound(BatonError):
     code = "not_found"
     http_status = 404
     public_message = "not found"
+
+
+class SessionNotFound(NotFound):
+    """An MCP session that does not exist or belongs to another identity (MCP: 404)."""
+
+    code = "session_not_found"
+    public_message = "session not found"
+
+
+class TaskNotFound(NotFound):
+    """An A2A task that does not exist or belongs to another identity (A2A s13.1)."""
+
+    code = "task_not_found"
+    public_message = "task not found"
+
+
+# --------------------------------------------------------------------------- 405/421
+class MethodNotAllowed(BatonError):
+    """The HTTP method is not served for this protocol era (MCP 2026-07-28: GET, DELETE)."""
+
+    code = "method_not_allowed"
+    http_status = 405
+    public_message = "method not allowed"
+
+
+class MisdirectedRequest(BatonError):
+    """``Host`` names a server other than this gateway (DNS rebinding, RFC 9110 s15.5.20)."""
+
+    code = "misdirected_request"
+    http_status = 421
+    public_message = "misdirected request"
 
 
 # --------------------------------------------------------------------------- 409

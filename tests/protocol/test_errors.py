@@ -68,6 +68,8 @@ FAMILY_STATUS: list[tuple[type[BatonError], int]] = [
     (errors.RequestTimeout, 408),
     (errors.BadGateway, 502),
     (errors.GatewayTimeout, 504),
+    (errors.MethodNotAllowed, 405),
+    (errors.MisdirectedRequest, 421),
 ]
 
 #: Codes that audit events, metrics and clients key on. Never renamed.
@@ -128,6 +130,14 @@ STABLE_CODES = {
     "invalid_key": 500,
     "insecure_key_file": 500,
     "crypto_error": 500,
+    "header_mismatch": 400,
+    "unsupported_version": 400,
+    "unsafe_webhook": 400,
+    "origin_rejected": 403,
+    "session_not_found": 404,
+    "task_not_found": 404,
+    "method_not_allowed": 405,
+    "misdirected_request": 421,
 }
 
 
