@@ -13,16 +13,22 @@ from a clock inside the store, so behaviour is deterministic under test.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, runtime_checkable
 
 from protocol.audit import AuditEvent
 from protocol.chain import ChainHead
 from protocol.transcript import TranscriptEntry
 
 __all__ = [
+    "BINDING_KIND",
+    "MAX_BINDING_TEXT",
+    "MAX_BINDING_TTL_S",
     "AuditLog",
+    "BindingStore",
     "InboxRecord",
     "InboxStatus",
     "InboxStore",
@@ -31,6 +37,7 @@ __all__ = [
     "RateDecision",
     "RateLimiter",
     "TranscriptStore",
+    "check_binding",
 ]
 
 
@@ -186,3 +193,89 @@ class InboxStore(Protocol):
         ...
 
     async def events(self, bundle_id: str) -> Sequence[str]: ...
+
+
+#: A binding ``kind``: a short token naming one namespace of handles.
+BINDING_KIND: Final = re.compile(r"[a-z0-9-]{1,32}")
+#: Longest ``key`` and ``owner`` a binding accepts, in characters.
+MAX_BINDING_TEXT: Final = 1024
+#: Longest binding lifetime (ten years), far inside what Redis PEXPIRE and float times hold.
+MAX_BINDING_TTL_S: Final = 10 * 366 * 86400
+
+
+@runtime_checkable
+class BindingStore(Protocol):
+    """Who owns a handle the gateway handed out (session id, task id, request state).
+
+    A handle is not a credential: MCP 2025-11-25 Security Best Practices
+    ("Session Hijacking": session ids SHOULD be bound to the user) and the
+    2026-07-28 revision (server-minted state handles, e.g. MRTR
+    ``requestState``, must be bound to the verified user), and A2A v1.0 s13.1
+    (tasks are scoped to their caller; others must not learn they exist).
+    The gateway binds each handle to the verified identity that obtained it
+    and answers not-found to everyone else.
+
+    ``(kind, key)`` names a binding; kinds are separate namespaces. Every
+    method checks its arguments with :func:`check_binding` (``ValueError``)
+    before touching the backend. A binding lives while ``now < expires_at``,
+    ``expires_at`` being the ``now`` of the bind that last set it plus its
+    ``ttl_s``, measured by the injected clock in every backend; an expired
+    binding counts as absent.
+    """
+
+    async def bind(self, kind: str, key: str, owner: str, *, ttl_s: int, now: float) -> str:
+        """Bind ``(kind, key)`` to ``owner`` unless a live binding exists; return
+        the owner bound now.
+
+        Atomic across processes: of N concurrent binds of one key with
+        different owners, all N return the same owner (the first). Re-binding
+        by the same owner refreshes the TTL (``expires_at = now + ttl_s``); a
+        bind by another owner changes nothing while the binding lives. Expired
+        bindings count as absent, so the next bind takes them over.
+        """
+        ...
+
+    async def owner(self, kind: str, key: str, *, now: float) -> str | None:
+        """The owner of the live binding of ``(kind, key)``, or None."""
+        ...
+
+    async def unbind(self, kind: str, key: str, owner: str, *, now: float) -> bool:
+        """Remove the binding if ``owner`` holds it (live); True if removed.
+
+        Never removes another owner's binding (atomic compare-and-delete);
+        False for an absent or expired binding.
+        """
+        ...
+
+
+def check_binding(
+    kind: str, key: str, owner: str | None = None, *, now: float, ttl_s: int | None = None
+) -> None:
+    """Raise ``ValueError`` unless the arguments of a :class:`BindingStore` call are valid.
+
+    ``kind`` matches :data:`BINDING_KIND`; ``key`` and ``owner`` are 1 to
+    :data:`MAX_BINDING_TEXT` characters that encode as UTF-8 (no lone
+    surrogates); ``now`` is finite; ``ttl_s``, when given, is in
+    ``1..MAX_BINDING_TTL_S``. These are programming errors, never store
+    failures: cheap checks (types are the type checker's job), done before
+    any I/O.
+    """
+    if not BINDING_KIND.fullmatch(kind):
+        raise ValueError("binding kind must match [a-z0-9-]{1,32}")
+    _check_text("binding key", key)
+    if owner is not None:
+        _check_text("binding owner", owner)
+    if not math.isfinite(now):
+        raise ValueError("now must be a finite number")
+    if ttl_s is not None and not 1 <= ttl_s <= MAX_BINDING_TTL_S:
+        raise ValueError(f"ttl_s must be in 1..{MAX_BINDING_TTL_S}")
+
+
+def _check_text(what: str, value: str) -> None:
+    if not 1 <= len(value) <= MAX_BINDING_TEXT:
+        raise ValueError(f"{what} must be 1..{MAX_BINDING_TEXT} characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} must be valid Unicode (no lone surrogates)") from None

@@ -1,12 +1,12 @@
 """Store implementations of the ports in ``protocol/ports.py``, and the factory.
 
-:func:`open_stores` opens one backend and returns the four stores the data
-plane needs (nonces, transcripts, audit, rate limits) plus ``ping`` (for
-``/readyz``) and ``close``. Both backends hold to one contract suite
-(``tests/gateway/stores``).
+:func:`open_stores` opens one backend and returns the five stores the data
+plane needs (nonces, transcripts, audit, rate limits, handle bindings) plus
+``ping`` (for ``/readyz``) and ``close``. Both backends hold to one contract
+suite (``tests/gateway/stores``).
 
 * ``sqlite``: one file (created 0600 if absent), one connection shared by the
-  four stores. Open it in the process that uses it; never across ``fork()``.
+  five stores. Open it in the process that uses it; never across ``fork()``.
 * ``redis``: one ``redis.asyncio.Redis`` client with short socket timeouts, no
   automatic retries (a retried append or nonce claim whose first attempt did
   land would be misreported) and no background health checks, so a stopped
@@ -30,7 +30,7 @@ from gateway.stores import redis as redis_stores
 from gateway.stores import sqlite as sqlite_stores
 from keys.atrest import StoreCipher
 from protocol.errors import ConfigurationError, StoreUnavailable
-from protocol.ports import AuditLog, NonceStore, RateLimiter, TranscriptStore
+from protocol.ports import AuditLog, BindingStore, NonceStore, RateLimiter, TranscriptStore
 
 __all__ = ["REDIS_TIMEOUT_S", "StoreKind", "Stores", "open_stores", "redis_client"]
 
@@ -49,6 +49,7 @@ class Stores:
     transcripts: TranscriptStore
     audit: AuditLog
     rates: RateLimiter
+    bindings: BindingStore
     ping: Callable[[], Awaitable[None]]
     close: Callable[[], Awaitable[None]]
 
@@ -98,6 +99,7 @@ async def _open_sqlite(path: Path, cipher: StoreCipher) -> Stores:
             transcripts=sqlite_stores.SqliteTranscriptStore(conn, cipher),
             audit=sqlite_stores.SqliteAuditLog(conn),
             rates=sqlite_stores.SqliteRateLimiter(conn),
+            bindings=sqlite_stores.SqliteBindingStore(conn),
             ping=lambda: _sqlite_ping(conn),
             close=close,
         )
@@ -148,6 +150,7 @@ async def _open_redis(url: str, cipher: StoreCipher, prefix: str) -> Stores:
             transcripts=redis_stores.RedisTranscriptStore(client, cipher, prefix),
             audit=redis_stores.RedisAuditLog(client, prefix),
             rates=redis_stores.RedisRateLimiter(client, prefix),
+            bindings=redis_stores.RedisBindingStore(client, prefix),
             ping=lambda: redis_stores.ping(client),
             close=client.aclose,
         )

@@ -20,6 +20,7 @@ key                                type    value                       TTL
 ``P audit:{audit}:head``           hash    ``seq``, ``hash``           none
 ``P audit:{audit}:log``            list    event canonical bytes       none
 ``P rate:<key>:<window index>``    string  units counted               window rest + 1 window
+``P bind:<kind>:<key>``            hash    ``owner``, ``expires_at``   ``ttl_s`` + 60 s
 =================================  ======  ==========================  ==================
 
 * The list index of a record is its ``seq``; the head hash names the last one.
@@ -35,18 +36,31 @@ key                                type    value                       TTL
   ``maxmemory-policy noeviction``.
 * Rate limits are one Lua script: ``GET``, then ``INCRBY`` + ``PEXPIRE`` only
   if the cost fits.
+* Bindings (:class:`RedisBindingStore`): bind and unbind are one Lua script
+  each. Bind reads ``owner``/``expires_at``; if the binding is live (the
+  injected ``now`` is before ``expires_at``) and another owner holds it, it
+  returns that owner and writes nothing; else it writes ``owner`` and
+  ``expires_at = now + ttl_s`` and sets the key TTL (``PEXPIRE``). Unbind
+  deletes only a live binding held by the caller. ``owner`` is one
+  ``HMGET``. A binding hash missing a field is refused (fail closed), never
+  read as absent.
 
 **Clocks.** Redis expires keys by *its own* clock: a nonce lives ``ttl_s``
 seconds of server time from the claim, and a rate counter is deleted after
 the rest of its window plus one more window (only garbage collection: the
 window a hit counts in is chosen from the injected ``now`` and is part of the
-key). The SQLite store measures both with the injected ``now`` instead. The
-store never reads the local clock.
+key). The SQLite store measures both with the injected ``now`` instead.
+Bindings are decided by the injected ``now`` in both backends (the scripts
+compare it with the stored ``expires_at``); the Redis key TTL, ``ttl_s`` plus
+:data:`BINDING_GRACE_S` of server time, only frees memory, and its grace keeps
+Redis from deleting a binding that a gateway whose clock runs behind still
+counts as live. The store never reads the local clock.
 
-Scope, nonce, conversation and rate keys are arbitrary strings; they enter
-keys through :func:`key_part`, which passes a conservative alphabet through
-verbatim and replaces anything else by ``#`` + SHA-256 hex, so no input can
-forge a separator or a hash tag.
+Scope, nonce, conversation, rate and binding keys are arbitrary strings;
+they enter keys through :func:`key_part`, which passes a conservative
+alphabet through verbatim and replaces anything else by ``#`` + SHA-256 hex,
+so no input can forge a separator or a hash tag. A binding ``kind`` is
+checked to be ``[a-z0-9-]{1,32}`` and used verbatim.
 """
 
 from __future__ import annotations
@@ -77,17 +91,20 @@ from keys.atrest import StoreCipher
 from protocol.audit import AuditEvent
 from protocol.chain import GENESIS, ChainedRecord, ChainHead
 from protocol.errors import ChainConflict, ConfigurationError, StoreUnavailable
-from protocol.ports import RateDecision
+from protocol.ports import RateDecision, check_binding
 from protocol.transcript import TranscriptEntry
 
 __all__ = [
+    "BINDING_GRACE_S",
     "DEFAULT_PREFIX",
     "ChainKeys",
     "RedisAuditLog",
+    "RedisBindingStore",
     "RedisNonceStore",
     "RedisRateLimiter",
     "RedisTranscriptStore",
     "audit_keys",
+    "binding_key",
     "key_part",
     "nonce_key",
     "ping",
@@ -142,6 +159,43 @@ end
 return used
 """
 
+#: Server seconds a binding key outlives its ``ttl_s`` (clock skew between gateways).
+BINDING_GRACE_S: Final = 60
+
+# KEYS: binding   ARGV: owner, now, expires_at, keep_ms   Returns the owner bound now.
+_BIND_LUA: Final = """
+local held = redis.call('HMGET', KEYS[1], 'owner', 'expires_at')
+if held[1] or held[2] then
+  local expires_at = tonumber(held[2])
+  if not (held[1] and expires_at) then
+    return redis.error_reply('malformed binding')
+  end
+  if held[1] ~= ARGV[1] and tonumber(ARGV[2]) < expires_at then
+    return held[1]
+  end
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'expires_at', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return ARGV[1]
+"""
+
+# KEYS: binding   ARGV: owner, now   Returns 1 removed, 0 not held by owner (or not live).
+_UNBIND_LUA: Final = """
+local held = redis.call('HMGET', KEYS[1], 'owner', 'expires_at')
+if not (held[1] or held[2]) then
+  return 0
+end
+local expires_at = tonumber(held[2])
+if not (held[1] and expires_at) then
+  return redis.error_reply('malformed binding')
+end
+if held[1] == ARGV[1] and tonumber(ARGV[2]) < expires_at then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
 
 def key_part(value: str) -> str:
     """``value`` if it is 1-128 characters of ``[A-Za-z0-9._~+/=-]``, else
@@ -189,6 +243,11 @@ def nonce_key(prefix: str, scope: str, nonce: str) -> str:
 
 def rate_key(prefix: str, key: str, window_index: int) -> str:
     return f"{prefix}rate:{key_part(key)}:{window_index}"
+
+
+def binding_key(prefix: str, kind: str, key: str) -> str:
+    """``kind`` is a checked token (``[a-z0-9-]``), so it is used verbatim."""
+    return f"{prefix}bind:{kind}:{key_part(key)}"
 
 
 def _checked_prefix(prefix: str) -> str:
@@ -375,3 +434,63 @@ class RedisRateLimiter:
             used = await self._script(keys=[counter], args=[cost, limit, window.keep_ms])
         decision, _ = decide(int(used), cost=cost, limit=limit, window=window)
         return decision
+
+
+class RedisBindingStore:
+    """:class:`~protocol.ports.BindingStore` on Redis, shared fleet-wide.
+
+    Invariant: a binding key is absent or a hash with both ``owner`` (UTF-8)
+    and ``expires_at`` (a float in the injected clock); only the bind script
+    writes it and only the unbind script (or Redis expiry) deletes it. Each
+    script compares the stored ``expires_at`` with the caller's ``now``, so
+    liveness follows the injected clock exactly as in SQLite.
+    """
+
+    def __init__(self, client: Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self._client = client
+        self._prefix = _checked_prefix(prefix)
+        self._bind = client.register_script(_BIND_LUA)
+        self._unbind = client.register_script(_UNBIND_LUA)
+
+    async def bind(self, kind: str, key: str, owner: str, *, ttl_s: int, now: float) -> str:
+        """One script: take the key unless another owner holds it live."""
+        check_binding(kind, key, owner, now=now, ttl_s=ttl_s)
+        keep_ms = (ttl_s + BINDING_GRACE_S) * 1000
+        args: list[str | float | int] = [owner, now, now + ttl_s, keep_ms]
+        with _translated("binding store"):
+            bound = await self._bind(keys=[binding_key(self._prefix, kind, key)], args=args)
+        return _owner_text(bound)
+
+    async def owner(self, kind: str, key: str, *, now: float) -> str | None:
+        """One ``HMGET``; the owner if the binding is live at ``now``."""
+        check_binding(kind, key, now=now)
+        with _translated("binding store"):
+            held, expires_at = await self._client.hmget(
+                binding_key(self._prefix, kind, key), ["owner", "expires_at"]
+            )
+        if held is None and expires_at is None:
+            return None
+        if held is None or expires_at is None:
+            raise StoreUnavailable("binding is malformed (edited key?)")
+        try:
+            live = now < float(expires_at)
+        except ValueError as exc:
+            raise StoreUnavailable("binding expiry is not a number (edited key?)") from exc
+        return _owner_text(held) if live else None
+
+    async def unbind(self, kind: str, key: str, owner: str, *, now: float) -> bool:
+        """One script: compare owner and liveness, then ``DEL``."""
+        check_binding(kind, key, owner, now=now)
+        with _translated("binding store"):
+            removed = await self._unbind(
+                keys=[binding_key(self._prefix, kind, key)], args=[owner, now]
+            )
+        return bool(removed == 1)
+
+
+def _owner_text(value: bytes | str) -> str:
+    """An owner as stored (UTF-8); undecodable bytes mean the key was edited."""
+    try:
+        return value.decode("utf-8") if isinstance(value, bytes) else value
+    except UnicodeDecodeError as exc:
+        raise StoreUnavailable("binding owner is not UTF-8 (edited key?)") from exc

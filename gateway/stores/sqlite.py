@@ -21,6 +21,9 @@ Tables (created on first use, ``IF NOT EXISTS``):
     the one audit chain; ``seq`` is the primary key.
 ``rate_windows(key, window, count, expires)``
     primary key ``(key, window)``; ``window`` is ``floor(now / window_s)``.
+``bindings(kind, key, owner, expires_at)``
+    primary key ``(kind, key)``; the owner of a handle while the injected
+    ``now`` is before ``expires_at``.
 
 Every time here is the injected ``now``: the store never reads a clock.
 
@@ -61,11 +64,12 @@ from keys.atrest import StoreCipher
 from protocol.audit import AuditEvent
 from protocol.chain import GENESIS, ChainHead
 from protocol.errors import ChainConflict, StoreUnavailable
-from protocol.ports import RateDecision
+from protocol.ports import RateDecision, check_binding
 from protocol.transcript import TranscriptEntry
 
 __all__ = [
     "SqliteAuditLog",
+    "SqliteBindingStore",
     "SqliteNonceStore",
     "SqliteRateLimiter",
     "SqliteTranscriptStore",
@@ -633,3 +637,78 @@ class SqliteRateLimiter:
         self._hits += 1
         if self._hits % _PURGE_EVERY == 0:
             conn.execute("DELETE FROM rate_windows WHERE expires <= ?", (now,))
+
+
+class SqliteBindingStore:
+    """:class:`~protocol.ports.BindingStore` on SQLite: one row per ``(kind, key)``.
+
+    A row is live while the injected ``now`` is before ``expires_at``. Binds
+    and unbinds are single statements run by the connection's group commit
+    (under SQLite's write lock, so atomic across processes sharing the file);
+    the owner of a lost bind is read back in the same transaction. Expired
+    rows are taken over by the next bind and purged now and then.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._writes = _group_commit(conn)
+        self._binds = 0
+        _create(
+            conn,
+            "binding",
+            "CREATE TABLE IF NOT EXISTS bindings ("
+            " kind TEXT NOT NULL, key TEXT NOT NULL, owner TEXT NOT NULL,"
+            " expires_at REAL NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID",
+            "CREATE INDEX IF NOT EXISTS bindings_expires_at ON bindings (expires_at)",
+        )
+
+    async def bind(self, kind: str, key: str, owner: str, *, ttl_s: int, now: float) -> str:
+        """Insert, refresh (same owner) or take over an expired row in one
+        upsert; a live row of another owner is left alone and its owner returned."""
+        check_binding(kind, key, owner, now=now, ttl_s=ttl_s)
+        self._binds += 1
+        purge = self._binds % _PURGE_EVERY == 0
+
+        def write(conn: sqlite3.Connection) -> str:
+            cursor = conn.execute(
+                "INSERT INTO bindings (kind, key, owner, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (kind, key) DO UPDATE"
+                " SET owner = excluded.owner, expires_at = excluded.expires_at"
+                " WHERE bindings.owner = excluded.owner OR bindings.expires_at <= ?",
+                (kind, key, owner, now + ttl_s, now),
+            )
+            if cursor.rowcount == 1:
+                bound = owner
+            else:  # a live binding of another owner, read under the same write lock
+                row = conn.execute(
+                    "SELECT owner FROM bindings WHERE kind = ? AND key = ?", (kind, key)
+                ).fetchone()
+                bound = str(row[0])
+            if purge:
+                conn.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,))
+            return bound
+
+        return await self._writes.run("binding store", write)
+
+    async def owner(self, kind: str, key: str, *, now: float) -> str | None:
+        """The owner of the live row, or None."""
+        check_binding(kind, key, now=now)
+        with _translated("binding store"):
+            row = self._conn.execute(
+                "SELECT owner FROM bindings WHERE kind = ? AND key = ? AND expires_at > ?",
+                (kind, key, now),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    async def unbind(self, kind: str, key: str, owner: str, *, now: float) -> bool:
+        """Compare-and-delete in one statement: only a live row held by ``owner``."""
+        check_binding(kind, key, owner, now=now)
+
+        def write(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "DELETE FROM bindings WHERE kind = ? AND key = ? AND owner = ? AND expires_at > ?",
+                (kind, key, owner, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._writes.run("binding store", write)
