@@ -117,6 +117,10 @@ class GatewayConfig(_Section):
     client_auth: Literal["required", "optional"] = "required"
     admin_listen: str = "127.0.0.1:9464"
     admin_allow_remote: bool = False
+    #: Browser origins (``https://host[:port]``) allowed to call MCP and A2A
+    #: upstreams. A request with any other ``Origin`` is refused 403 (DNS
+    #: rebinding; MCP transports "MUST validate the Origin"). Agents send none.
+    allowed_origins: list[str] = Field(default_factory=list, max_length=64)
     drain_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
     @field_validator("listen", "admin_listen")
@@ -124,6 +128,15 @@ class GatewayConfig(_Section):
     def _host_port(cls, value: str) -> str:
         split_host_port(value)
         return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parts = urlsplit(value)
+            if parts.scheme not in ("https", "http") or not parts.hostname or parts.path:
+                raise ValueError(f"{value!r} is not an origin; write scheme://host[:port]")
+        return [value.lower() for value in values]
 
     @model_validator(mode="after")
     def _admin_on_loopback(self) -> GatewayConfig:
@@ -201,10 +214,23 @@ class AgentConfig(_Section):
 
 
 class UpstreamConfig(_Section):
-    """An agent or tool server behind the gateway, reached at ``/u/<name>/...``."""
+    """An agent or tool server behind the gateway, reached at ``/u/<name>/...``.
+
+    ``protocol`` picks the adapter that reads its traffic: ``"mcp"`` (an MCP
+    Streamable HTTP endpoint, both eras), ``"a2a"`` (an A2A agent: v1.0
+    JSON-RPC and HTTP+JSON, v0.3 JSON-RPC) or ``"http"`` (generic JSON-RPC or
+    HTTP, policy on methods only).
+    """
 
     name: Name
     url: str
+    protocol: Literal["http", "mcp", "a2a"] = "http"
+    #: A2A: JWKS file of keys that may sign this upstream's Agent Card. When
+    #: set, a card without a valid signature by one of them is refused.
+    card_jwks_file: str | None = None
+    #: A2A: host names (``*.example.com`` for subdomains) push-notification
+    #: webhooks may point at. Empty: push-notification configs are refused.
+    webhook_hosts: list[str] = Field(default_factory=list, max_length=1000)
     #: Agent name whose SPIFFE ID the upstream's server certificate must carry.
     #: Defaults to ``name``.
     identity: Name | None = None
@@ -231,12 +257,25 @@ class UpstreamConfig(_Section):
         return self.identity or self.name
 
 
+Target = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
 class PolicyRule(_Section):
-    """``caller`` may call ``methods`` on ``upstream``. ``"*"`` in methods: any method."""
+    """``caller`` may call ``methods`` on ``upstream``. ``"*"`` in methods: any method.
+
+    A method that acts on a named target (MCP ``tools/call``, ``resources/read``,
+    ``prompts/get``; an A2A message naming a skill) also needs the target listed
+    in ``tools``, ``resources``, ``prompts`` or ``skills``: an exact name, a
+    prefix ending in ``*`` (``"file:///docs/*"``), or ``"*"`` for all.
+    """
 
     caller: Name
     upstream: Name
     methods: list[Method] = Field(min_length=1, max_length=1000)
+    tools: list[Target] = Field(default_factory=list, max_length=10_000)
+    resources: list[Target] = Field(default_factory=list, max_length=10_000)
+    prompts: list[Target] = Field(default_factory=list, max_length=10_000)
+    skills: list[Target] = Field(default_factory=list, max_length=10_000)
 
 
 class PolicyConfig(_Section):
@@ -280,7 +319,7 @@ class BatonConfig(_Section):
     @model_validator(mode="after")
     def _coherent(self) -> BatonConfig:
         agents = {agent.name for agent in self.agents}
-        upstreams = {upstream.name for upstream in self.upstreams}
+        upstreams = {upstream.name: upstream.protocol for upstream in self.upstreams}
         for index, rule in enumerate(self.policy.allow):
             if rule.caller not in agents:
                 raise ValueError(
@@ -292,6 +331,14 @@ class BatonConfig(_Section):
                     f"policy.allow[{index}].upstream {rule.upstream!r} is not a configured "
                     "upstream; add it under [[upstreams]] or fix the name"
                 )
+            for key, protocol in (("tools", "mcp"), ("resources", "mcp"), ("prompts", "mcp"),
+                                  ("skills", "a2a")):  # fmt: skip
+                if getattr(rule, key) and upstreams[rule.upstream] != protocol:
+                    raise ValueError(
+                        f"policy.allow[{index}].{key}: upstream {rule.upstream!r} has protocol "
+                        f"{upstreams[rule.upstream]!r}; {key} apply to protocol = {protocol!r} "
+                        "upstreams (set it on the upstream or remove the key)"
+                    )
         if any(agent.bearer != "none" for agent in self.agents) and not self.bearer_issuers:
             raise ValueError(
                 "an agent accepts bearer tokens but no [[bearer_issuers]] is configured; "

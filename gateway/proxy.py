@@ -39,13 +39,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Final
+from typing import Final, Literal
 
 from aiohttp import ClientResponse, web
 from multidict import CIMultiDict
 
-from adapters.jsonrpc import Call, parse_call, render_error
+from adapters.jsonrpc import Call
 from adapters.sse import EventSplitter, is_event_stream
+from gateway.dialects import Dialect, dialect_for
 from gateway.metrics import Metrics
 from gateway.recorder import Recorder
 from gateway.runtime import AgentPolicy, Runtime
@@ -74,6 +75,8 @@ from protocol.errors import (
     HeadersTooLarge,
     IdentityMismatch,
     InvalidRequest,
+    MisdirectedRequest,
+    OriginRejected,
     PayloadTooLarge,
     PolicyDenied,
     RateLimited,
@@ -144,10 +147,14 @@ class _Context:
     span_id: str
     flags: str
     started: float
+    http_method: str = ""
+    path: str = ""
     peer: str | None = None
     upstream: str | None = None
     call: Call | None = None
     body_digest: str | None = None
+    #: Renders errors in the upstream's protocol once the route is known.
+    dialect: Dialect | None = None
 
     @property
     def traceparent(self) -> str:
@@ -163,6 +170,8 @@ class _Exchange:
     conversation: str
     tail: str
     body: bytes
+    dialect: Dialect
+    call: Call
 
 
 class Gateway:
@@ -194,6 +203,34 @@ class Gateway:
         if not stages <= ALL_STAGES:
             raise ValueError(f"unknown stages {sorted(stages - ALL_STAGES)}")
         self._stages = stages
+        self._origins = frozenset(runtime.config.gateway.allowed_origins)
+        self._dialects = self._build_dialects(runtime, stores, upstreams)
+        self._generic = Dialect(stores.bindings, runtime.config.limits.max_json_depth)
+
+    @staticmethod
+    def _build_dialects(
+        runtime: Runtime, stores: Stores, upstreams: dict[str, Upstream]
+    ) -> dict[str, Dialect]:
+        """One dialect per protocol in use, each upstream mapped to its own."""
+        config = runtime.config
+        shared: dict[str, Dialect] = {}
+        webhook_hosts = {u.name: frozenset(u.webhook_hosts) for u in config.upstreams}
+        base_urls = {u.name: u.url for u in config.upstreams}
+        bearer = any(agent.bearer != "none" for agent in config.agents)
+        for upstream in upstreams.values():
+            protocol = upstream.config.protocol
+            if protocol not in shared:
+                shared[protocol] = dialect_for(
+                    protocol,
+                    stores.bindings,
+                    config.limits.max_json_depth,
+                    signing_key=runtime.signing.active,
+                    card_keys=runtime.card_keys,
+                    webhook_hosts=webhook_hosts,
+                    base_urls=base_urls,
+                    bearer=bearer,
+                )
+        return {name: shared[upstream.config.protocol] for name, upstream in upstreams.items()}
 
     # ------------------------------------------------------------------ entry
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -221,12 +258,16 @@ class Gateway:
             span_id=secrets.token_hex(8),
             flags=flags,
             started=perf_counter(),
+            http_method=request.method,
+            path=request.raw_path.partition("?")[0],
         )
 
     # --------------------------------------------------------------- pipeline
     async def _pipeline(self, request: web.Request, ctx: _Context) -> web.StreamResponse:
         timer = Timer(self.metrics)
+        ctx.dialect = self._dialects.get(request.match_info.get("upstream", ""))
         self._check_headers(request)
+        self._check_host_and_origin(request)
         body = await self._read_body(request)
         if body:
             ctx.body_digest = digest(body)
@@ -249,21 +290,21 @@ class Gateway:
 
         upstream, tail = self._route(request, agent)
         ctx.upstream = upstream.name
-        call = parse_call(
-            body,
-            http_method=request.method,
-            path="/" + tail,
-            content_type=request.headers.get("content-type", ""),
-            max_depth=self._limits.max_json_depth,
-        )
+        dialect = self._dialects[upstream.name]
+        call = dialect.parse(request, body, tail)
         ctx.call = call
         if "policy" in stages:
-            self.runtime.policy.check(agent.name, upstream.name, call.method)
+            self.runtime.policy.check(
+                agent.name, upstream.name, call.method, call.target_kind, call.target
+            )
             timer.lap("policy")
             await self._rate_limit(agent, now)
             timer.lap("rate_limit")
+        await dialect.authorize(
+            request, body, call, caller=agent.identity, upstream=upstream.name, now=now
+        )
 
-        conversation = self._conversation(request)
+        conversation = self._conversation(request, dialect, call)
         if "record" in stages:
             await self._record_request(
                 ctx,
@@ -276,7 +317,7 @@ class Gateway:
             )
         timer.lap("record")
 
-        exchange = _Exchange(agent, upstream, conversation, tail, body)
+        exchange = _Exchange(agent, upstream, conversation, tail, body, dialect, call)
         response = await self._forward(request, ctx, exchange)
         timer.lap("upstream")
         try:
@@ -316,7 +357,7 @@ class Gateway:
             ts=int(now * 1000),
             sender=agent.identity,
             to=upstream.identity,
-            protocol="jsonrpc" if call.is_jsonrpc else "http",
+            protocol=_protocol(call),
             kind="request",
             method=call.method[:256],
             rpc_id=call.rpc_id,
@@ -342,6 +383,24 @@ class Gateway:
                 raise InvalidRequest("underscore in a header name")
         if size > self._limits.max_header_bytes:
             raise HeadersTooLarge(f"{size} bytes of header fields")
+
+    def _check_host_and_origin(self, request: web.Request) -> None:
+        """The DNS-rebinding defences MCP's transports require: a browser ``Origin``
+        must be allowed (403), and ``Host`` must name this gateway (421).
+
+        A signed request's ``Host`` is its signed ``@authority``, checked at the
+        signature step, where a foreign one is the cross-audience replay R04
+        (401 ``bad_audience``); here only unsigned requests are checked."""
+        origins = request.headers.getall("origin", [])
+        if origins and (len(origins) != 1 or origins[0].lower() not in self._origins):
+            raise OriginRejected(f"Origin {origins!r} is not allowed")
+        host = request.headers.getall("host", [])
+        if len(host) != 1:
+            raise MisdirectedRequest(f"{len(host)} Host fields")
+        if "signature-input" not in request.headers and (
+            host[0].lower() not in self.runtime.authorities
+        ):
+            raise MisdirectedRequest(f"Host {host[0]!r} is not one of this gateway's authorities")
 
     async def _read_body(self, request: web.Request) -> bytes:
         length = request.content_length
@@ -471,14 +530,17 @@ class Gateway:
         return upstream, tail
 
     @staticmethod
-    def _conversation(request: web.Request) -> str:
+    def _conversation(request: web.Request, dialect: Dialect, call: Call) -> str:
         for header in ("baton-conversation", "mcp-session-id"):
             value = request.headers.get(header)
-            if value is not None:
-                if not _CONVERSATION.fullmatch(value):
-                    raise InvalidRequest(f"{header} is not a valid conversation id")
-                return value
-        return "c-" + secrets.token_hex(16)
+            if value is not None and not _CONVERSATION.fullmatch(value):
+                raise InvalidRequest(f"{header} is not a valid conversation id")
+        value = dialect.conversation(call, request)
+        if value is None:
+            return "c-" + secrets.token_hex(16)
+        if not _CONVERSATION.fullmatch(value):  # a protocol id with other characters
+            return "h-" + digest(value.encode()).removeprefix("sha256:")[:64]
+        return value
 
     # --------------------------------------------------------------- forward
     async def _forward(
@@ -536,11 +598,32 @@ class Gateway:
         self, request: web.Request, ctx: _Context, exchange: _Exchange, response: ClientResponse
     ) -> web.StreamResponse:
         agent, upstream, conversation = exchange.agent, exchange.upstream, exchange.conversation
+        call, dialect = exchange.call, exchange.dialect
         headers = self._response_headers(response, conversation)
+        await dialect.on_response(
+            request,
+            call,
+            caller=agent.identity,
+            upstream=upstream.name,
+            status=response.status,
+            headers={name.lower(): value for name, value in response.headers.items()},
+            now=self._clock(),
+        )
         if is_event_stream(response.headers.get("content-type", "")):
             return await self._relay_stream(request, exchange, response, headers)
-        data = await self._read_upstream(upstream, response)
+        received = await self._read_upstream(upstream, response)
         now = self._clock()
+        data = await dialect.on_body(
+            call,
+            received,
+            caller=agent.identity,
+            upstream=upstream.name,
+            status=response.status,
+            authority=request.host,
+            now=now,
+        )
+        if data is not received:  # rewritten (a re-signed card, a filtered list)
+            headers.popall("ETag", None)
         if "record" not in self._stages:
             return web.Response(status=response.status, headers=headers, body=data)
         await self.recorder.entry(
@@ -549,7 +632,7 @@ class Gateway:
             ts=int(now * 1000),
             sender=upstream.identity,
             to=agent.identity,
-            protocol="jsonrpc" if ctx.call and ctx.call.is_jsonrpc else "http",
+            protocol=_protocol(call),
             kind="response" if response.status < 400 else "error",
             method=ctx.call.method[:256] if ctx.call else None,
             rpc_id=ctx.call.rpc_id if ctx.call else None,
@@ -606,14 +689,20 @@ class Gateway:
         splitter = EventSplitter()
         counter = self.metrics.stream_events.labels(upstream.name)
 
+        call, dialect = exchange.call, exchange.dialect
+
         async def relay(event: bytes) -> None:
+            now = self._clock()
+            await dialect.on_event(
+                call, event, caller=agent.identity, upstream=upstream.name, now=now
+            )
             await self.recorder.entry(
                 event,
                 conversation=conversation,
-                ts=int(self._clock() * 1000),
+                ts=int(now * 1000),
                 sender=upstream.identity,
                 to=agent.identity,
-                protocol="jsonrpc",
+                protocol=_protocol(call),
                 kind="stream_event",
                 status=response.status,
                 body_digest=digest(event),
@@ -671,17 +760,20 @@ class Gateway:
             log.error("audit log unavailable", extra={"request_id": ctx.request_id})
             error = audit_error
         self._finish(ctx, error.http_status, "rejected", error.code, detail=error.diagnostics())
-        rpc_id = ctx.call.rpc_id if ctx.call else None
-        headers = {"Content-Type": "application/json"}
+        dialect = ctx.dialect or self._generic
+        rendered = dialect.render(
+            error,
+            call=ctx.call,
+            trace_id=ctx.trace_id,
+            http_method=ctx.http_method,
+            path=ctx.path,
+        )
+        headers = {"Content-Type": rendered.content_type}
         if isinstance(error, AuthenticationFailed):
             headers["WWW-Authenticate"] = error.www_authenticate
         if error.retry_after is not None:
             headers["Retry-After"] = str(max(1, round(error.retry_after)))
-        return web.Response(
-            status=error.http_status,
-            headers=headers,
-            body=render_error(error, rpc_id=rpc_id, trace_id=ctx.trace_id),
-        )
+        return web.Response(status=rendered.status, headers=headers, body=rendered.body)
 
     def _finish(
         self, ctx: _Context, status: int, outcome: str, code: str, detail: str | None = None
@@ -705,3 +797,12 @@ class Gateway:
                     "duration_ms": round(elapsed * 1000, 3),
                 },
             )
+
+
+def _protocol(call: Call) -> Literal["mcp", "a2a", "jsonrpc", "http"]:
+    """The transcript's protocol field for ``call``."""
+    if call.protocol == "mcp":
+        return "mcp"
+    if call.protocol == "a2a":
+        return "a2a"
+    return "jsonrpc" if call.is_jsonrpc else "http"

@@ -60,6 +60,8 @@ class Runtime:
     upstream_identities: MappingProxyType[str, str] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    #: A2A upstreams with pinned Agent Card signing keys (``card_jwks_file``).
+    card_keys: MappingProxyType[str, KeySet] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def ca_file(self) -> Path:
@@ -135,6 +137,22 @@ def _issuers(config: BatonConfig, root: Path, gateway: str) -> tuple[BearerIssue
     return tuple(issuers)
 
 
+def _card_keys(config: BatonConfig, root: Path) -> dict[str, KeySet]:
+    pinned = {}
+    for index, upstream in enumerate(config.upstreams):
+        if upstream.card_jwks_file is None:
+            continue
+        path = Path(upstream.card_jwks_file)
+        path = path if path.is_absolute() else root / path
+        where = f"upstreams[{index}].card_jwks_file"
+        _load(where, path, "point it at the JWKS of the keys that sign this agent's card")
+        try:
+            pinned[upstream.name] = load_jwks(path)
+        except (KeysError, OSError) as exc:
+            raise ConfigError(f"{where}: {path}: {exc}") from exc
+    return pinned
+
+
 def load_runtime(config: BatonConfig, root: Path) -> Runtime:
     """Load keys, certificates and policy for ``config`` (its folder is ``root``)."""
     config.require_serving_policy()
@@ -160,7 +178,22 @@ def load_runtime(config: BatonConfig, root: Path) -> Runtime:
         policy = _agent(config, folder, agent)
         agents[policy.identity] = policy
     rules = [
-        Rule(rule.caller, rule.upstream, frozenset(rule.methods)) for rule in config.policy.allow
+        Rule(
+            rule.caller,
+            rule.upstream,
+            frozenset(rule.methods),
+            {
+                kind: frozenset(names)
+                for kind, names in (
+                    ("tool", rule.tools),
+                    ("resource", rule.resources),
+                    ("prompt", rule.prompts),
+                    ("skill", rule.skills),
+                )
+                if names
+            },
+        )
+        for rule in config.policy.allow
     ]
     return Runtime(
         config=config,
@@ -180,4 +213,5 @@ def load_runtime(config: BatonConfig, root: Path) -> Runtime:
                 for upstream in config.upstreams
             }
         ),
+        card_keys=MappingProxyType(_card_keys(config, root)),
     )

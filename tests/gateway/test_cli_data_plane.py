@@ -55,6 +55,13 @@ def test_rule_naming_an_unknown_agent_or_upstream() -> None:
         ("[limits]\nmax_body_bytes = 1\n", "limits.max_body_bytes"),
         ('[[policy.allow]]\ncaller = "a"\nupstream = "b"\nmethods = []\n', "methods"),
         ("[gateway]\nlisten_typo = 1\n", "remove it (unknown key"),
+        ('[gateway]\nallowed_origins = ["https://a.example/x"]\n', "is not an origin"),
+        ('[[upstreams]]\nname = "c"\nurl = "https://x"\nprotocol = "grpc"\n', "protocol"),
+        (
+            AGENTS + UPSTREAM + '[[policy.allow]]\ncaller = "a"\nupstream = "b"\n'
+            'methods = ["tools/call"]\ntools = ["refund"]\n',
+            "policy.allow[0].tools: upstream 'b' has protocol 'http'",
+        ),
     ],
 )
 def test_config_errors_name_the_key(snippet: str, expected: str) -> None:

@@ -370,7 +370,10 @@ def _tls_outcome(port: int, context: ssl.SSLContext) -> bytes | str:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         try:
             with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                tls.sendall(b"POST /u/billing/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+                tls.sendall(
+                    f"POST /u/billing/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                    "Content-Length: 0\r\n\r\n".encode()
+                )
                 return tls.recv(100)
         except OSError as exc:  # ssl.SSLError included
             return type(exc).__name__

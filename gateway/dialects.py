@@ -1,0 +1,534 @@
+"""The protocol-specific steps of the pipeline, one :class:`Dialect` per upstream protocol.
+
+The pipeline in :mod:`gateway.proxy` is the same for every request; what
+differs by protocol is how a request is read (the adapters in ``adapters/``),
+which handles it names must belong to the caller, what a response hands out
+that must be bound to the caller, and how an error is written back:
+
+* :class:`HttpDialect` - generic JSON-RPC or HTTP (``protocol = "http"``).
+* :class:`McpDialect` - MCP Streamable HTTP, both eras. ``Mcp-Session-Id`` is
+  bound to the identity whose ``initialize`` created it; any other caller
+  presenting it gets 404, as for an unknown session (MCP 2025-11-25
+  transports, "Session Management"; security best practices, "Session
+  Hijacking": sessions are never authentication). MRTR ``requestState``
+  (2026-07-28) is bound to the caller and the call it answers.
+* :class:`A2aDialect` - A2A v1.0 (JSON-RPC, HTTP+JSON) and v0.3. A task is
+  visible only to the identity that created it; others get the protocol's own
+  not-found (A2A s13.1: "MUST NOT reveal the existence of unauthorized
+  resources"). ``ListTasks`` answers are filtered to the caller's tasks.
+  Agent Cards are served rewritten to point at the gateway and re-signed
+  (A2A s8.4); a card whose upstream keys are pinned must verify first.
+  Push-notification URLs must be allow-listed public HTTPS hosts (s13.2).
+
+Bindings live in the shared :class:`~protocol.ports.BindingStore`, so every
+gateway process sharing a store enforces them; a store failure is 503.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from adapters import a2a, mcp
+from adapters.agent_card import parse_card, rewrite_card, sign_card, verify_card
+from adapters.jsonrpc import Call, parse_call, render_error
+from keys.errors import KeysError
+from keys.keyset import KeySet
+from keys.material import PrivateKey
+from keys.strictjson import loads
+from protocol.errors import (
+    BadGateway,
+    BatonError,
+    HeaderMismatch,
+    InvalidRequest,
+    SessionNotFound,
+    TaskNotFound,
+)
+from protocol.ports import BindingStore
+from protocol.webhooks import check_webhook_url
+
+__all__ = ["A2aDialect", "Dialect", "HttpDialect", "McpDialect", "Rendered", "dialect_for"]
+
+#: How long the gateway remembers who owns a handle (seconds).
+SESSION_TTL_S: Final = 24 * 3600
+TASK_TTL_S: Final = 7 * 24 * 3600
+REQUEST_STATE_TTL_S: Final = 15 * 60
+#: Headers an adapter reads; each must appear at most once.
+_SINGLE_HEADERS: Final = (
+    "mcp-method", "mcp-name", "mcp-protocol-version", "mcp-session-id", "a2a-version",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """An error response: status, content type, body."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+def lowered_headers(request: web.Request) -> dict[str, str]:
+    """The request's header fields by lower-case name; adapter headers must be single."""
+    for name in _SINGLE_HEADERS:
+        if len(request.headers.getall(name, ())) > 1:
+            raise HeaderMismatch(f"{name} sent more than once")
+    return {name.lower(): value for name, value in request.headers.items()}
+
+
+class Dialect:
+    """Generic behaviour; subclasses refine it for one protocol."""
+
+    protocol = "http"
+
+    def __init__(self, bindings: BindingStore, max_depth: int) -> None:
+        self._bindings = bindings
+        self._max_depth = max_depth
+
+    def parse(self, request: web.Request, body: bytes, tail: str) -> Call:
+        return parse_call(
+            body,
+            http_method=request.method,
+            path="/" + tail,
+            content_type=request.headers.get("content-type", ""),
+            max_depth=self._max_depth,
+        )
+
+    def conversation(self, call: Call, request: web.Request) -> str | None:
+        """The conversation this call belongs to, when the protocol names one."""
+        return request.headers.get("baton-conversation") or request.headers.get("mcp-session-id")
+
+    async def authorize(
+        self,
+        request: web.Request,
+        body: bytes,
+        call: Call,
+        *,
+        caller: str,
+        upstream: str,
+        now: float,
+    ) -> None:
+        """Raise unless every handle ``call`` names belongs to ``caller`` (after policy)."""
+
+    async def on_response(
+        self,
+        request: web.Request,
+        call: Call,
+        *,
+        caller: str,
+        upstream: str,
+        status: int,
+        headers: Mapping[str, str],
+        now: float,
+    ) -> None:
+        """Bind (or release) what a response's status line and headers hand out."""
+
+    async def on_body(
+        self,
+        call: Call,
+        body: bytes,
+        *,
+        caller: str,
+        upstream: str,
+        status: int,
+        authority: str,
+        now: float,
+    ) -> bytes:
+        """Bind what a non-stream response body hands out; may rewrite the body."""
+        return body
+
+    async def on_event(
+        self, call: Call, event: bytes, *, caller: str, upstream: str, now: float
+    ) -> None:
+        """Bind what one server-sent event hands out."""
+
+    def render(
+        self, error: BatonError, *, call: Call | None, trace_id: str, http_method: str, path: str
+    ) -> Rendered:
+        """``error`` as this protocol writes it; ``call`` is None when parsing never finished."""
+        rpc_id = call.rpc_id if call else None
+        return Rendered(
+            error.http_status,
+            "application/json",
+            render_error(error, rpc_id=rpc_id, trace_id=trace_id),
+        )
+
+    # ------------------------------------------------------------ bindings
+    async def _require_owner(
+        self, kind: str, key: str, caller: str, now: float, error: BatonError
+    ) -> None:
+        owner = await self._bindings.owner(kind, key, now=now)
+        if owner != caller:
+            raise error
+
+    async def _bind(self, kind: str, key: str, caller: str, ttl_s: int, now: float) -> None:
+        owner = await self._bindings.bind(kind, key, caller, ttl_s=ttl_s, now=now)
+        if owner != caller:
+            # The upstream handed this caller a handle another caller holds:
+            # never let the answer through (it would cross identities).
+            raise BadGateway(f"{kind} {key!r} handed to {caller} is bound to another identity")
+
+
+HttpDialect = Dialect
+
+
+def _handle_key(upstream: str, handle: str) -> str:
+    """Binding key: handles are per upstream; long ones are hashed to stay bounded."""
+    if len(handle) > 200:
+        handle = "sha256:" + hashlib.sha256(handle.encode()).hexdigest()
+    return f"{upstream}/{handle}"
+
+
+class McpDialect(Dialect):
+    """MCP Streamable HTTP: sessions (handshake era) and request states (2026-07-28)."""
+
+    protocol = "mcp"
+
+    def parse(self, request: web.Request, body: bytes, tail: str) -> Call:
+        headers = lowered_headers(request)
+        call = mcp.parse_mcp(
+            body, http_method=request.method, headers=headers, max_depth=self._max_depth
+        )
+        mcp.mcp_session_id(headers)  # validated before anything uses it
+        return call
+
+    async def authorize(
+        self,
+        request: web.Request,
+        body: bytes,
+        call: Call,
+        *,
+        caller: str,
+        upstream: str,
+        now: float,
+    ) -> None:
+        session = mcp.mcp_session_id(lowered_headers(request))
+        modern = call.version in mcp.MODERN_VERSIONS
+        if session is not None and not modern:
+            await self._require_owner(
+                "mcp-session",
+                _handle_key(upstream, session),
+                caller,
+                now,
+                SessionNotFound(f"{caller} presented a session it does not own"),
+            )
+        if modern and body:
+            state = mcp.mrtr_request_state(body, max_depth=self._max_depth)
+            if state is not None:
+                await self._require_owner(
+                    "mrtr-state",
+                    _handle_key(upstream, _state_key(state, call)),
+                    caller,
+                    now,
+                    InvalidRequest(f"{caller} sent a requestState minted for another call"),
+                )
+
+    async def on_response(
+        self,
+        request: web.Request,
+        call: Call,
+        *,
+        caller: str,
+        upstream: str,
+        status: int,
+        headers: Mapping[str, str],
+        now: float,
+    ) -> None:
+        if status >= 400:
+            return
+        if call.method == "initialize":
+            session = headers.get("mcp-session-id")
+            if session is not None:
+                await self._bind(
+                    "mcp-session", _handle_key(upstream, session), caller, SESSION_TTL_S, now
+                )
+        elif call.method == "(terminate)":
+            session = request.headers.get("mcp-session-id")
+            if session is not None:
+                await self._bindings.unbind(
+                    "mcp-session", _handle_key(upstream, session), caller, now=now
+                )
+
+    async def on_body(
+        self,
+        call: Call,
+        body: bytes,
+        *,
+        caller: str,
+        upstream: str,
+        status: int,
+        authority: str,
+        now: float,
+    ) -> bytes:
+        if call.version in mcp.MODERN_VERSIONS and status < 400 and body:
+            state = mcp.mrtr_result_state(body, max_depth=self._max_depth)
+            if state is not None:
+                await self._bind(
+                    "mrtr-state",
+                    _handle_key(upstream, _state_key(state, call)),
+                    caller,
+                    REQUEST_STATE_TTL_S,
+                    now,
+                )
+        return body
+
+    async def on_event(
+        self, call: Call, event: bytes, *, caller: str, upstream: str, now: float
+    ) -> None:
+        """An ``input_required`` result may arrive as the stream's last event."""
+        data = _event_data(event)
+        if call.version in mcp.MODERN_VERSIONS and data:
+            state = mcp.mrtr_result_state(data, max_depth=self._max_depth)
+            if state is not None:
+                await self._bind(
+                    "mrtr-state",
+                    _handle_key(upstream, _state_key(state, call)),
+                    caller,
+                    REQUEST_STATE_TTL_S,
+                    now,
+                )
+
+    def render(
+        self, error: BatonError, *, call: Call | None, trace_id: str, http_method: str, path: str
+    ) -> Rendered:
+        rpc_id = call.rpc_id if call else None
+        return Rendered(
+            error.http_status,
+            "application/json",
+            mcp.render_mcp_error(error, rpc_id=rpc_id, trace_id=trace_id),
+        )
+
+
+def _state_key(state: str, call: Call) -> str:
+    """A request state is bound to the caller and to the call it answers (method, target)."""
+    material = "\x1f".join((state, call.method, call.target_kind or "", call.target or ""))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+class A2aDialect(Dialect):
+    """A2A: conversations by ``contextId``, tasks owned by their creator, cards re-signed."""
+
+    protocol = "a2a"
+
+    def __init__(
+        self,
+        bindings: BindingStore,
+        max_depth: int,
+        *,
+        signing_key: PrivateKey,
+        card_keys: Mapping[str, KeySet],
+        webhook_hosts: Mapping[str, frozenset[str]],
+        base_urls: Mapping[str, str],
+        bearer: bool,
+    ) -> None:
+        super().__init__(bindings, max_depth)
+        self._base_urls = base_urls
+        self._signing_key = signing_key
+        self._card_keys = card_keys
+        self._webhook_hosts = webhook_hosts
+        self._bearer = bearer
+
+    def parse(self, request: web.Request, body: bytes, tail: str) -> Call:
+        return a2a.parse_a2a(
+            body,
+            http_method=request.method,
+            path="/" + tail.partition("?")[0],
+            headers=lowered_headers(request),
+            max_depth=self._max_depth,
+        )
+
+    def conversation(self, call: Call, request: web.Request) -> str | None:
+        if call.context_id is not None:
+            return "a2a:" + call.context_id
+        return super().conversation(call, request)
+
+    async def authorize(
+        self,
+        request: web.Request,
+        body: bytes,
+        call: Call,
+        *,
+        caller: str,
+        upstream: str,
+        now: float,
+    ) -> None:
+        hosts = self._webhook_hosts.get(upstream, frozenset())
+        for url in call.push_urls:
+            check_webhook_url(url, allowed_hosts=hosts)
+        if call.task_id is not None:
+            await self._require_owner(
+                "a2a-task",
+                _handle_key(upstream, call.task_id),
+                caller,
+                now,
+                TaskNotFound(f"{caller} named a task it does not own"),
+            )
+
+    async def _bind_task(self, task_id: str | None, caller: str, upstream: str, now: float) -> None:
+        if task_id is not None:
+            await self._bind("a2a-task", _handle_key(upstream, task_id), caller, TASK_TTL_S, now)
+
+    async def on_body(
+        self,
+        call: Call,
+        body: bytes,
+        *,
+        caller: str,
+        upstream: str,
+        status: int,
+        authority: str,
+        now: float,
+    ) -> bytes:
+        if status >= 400 or not body:
+            return body
+        if call.method == "GetAgentCard":
+            return self.card(
+                body,
+                upstream=upstream,
+                base_url=self._base_urls[upstream],
+                gateway_base=f"https://{authority}/u/{upstream}",
+            )
+        if call.method == "ListTasks":
+            return await self._filter_tasks(call, body, caller, upstream, now)
+        task_id, _ = a2a.task_ids_in_result(call, body, max_depth=self._max_depth)
+        await self._bind_task(task_id, caller, upstream, now)
+        return body
+
+    async def on_event(
+        self, call: Call, event: bytes, *, caller: str, upstream: str, now: float
+    ) -> None:
+        data = _event_data(event)
+        if data:
+            task_id, _ = a2a.task_ids_in_event(data, max_depth=self._max_depth)
+            await self._bind_task(task_id, caller, upstream, now)
+
+    async def _filter_tasks(
+        self, call: Call, body: bytes, caller: str, upstream: str, now: float
+    ) -> bytes:
+        """Keep only the caller's own tasks in a ListTasks answer (A2A s13.1)."""
+        try:
+            value = loads(body, max_bytes=len(body), max_depth=self._max_depth)
+        except KeysError as exc:
+            raise BadGateway(f"{upstream}: ListTasks answer is not JSON: {exc}") from exc
+        holder: Any = value.get("result") if call.binding == "JSONRPC" else value
+        if not isinstance(holder, dict) or not isinstance(holder.get("tasks"), list):
+            return body
+        kept = []
+        for task in holder["tasks"]:
+            task_id = task.get("id") if isinstance(task, dict) else None
+            if isinstance(task_id, str):
+                owner = await self._bindings.owner(
+                    "a2a-task", _handle_key(upstream, task_id), now=now
+                )
+                if owner == caller:
+                    kept.append(task)
+        if len(kept) == len(holder["tasks"]):
+            return body
+        holder["tasks"] = kept
+        if "totalSize" in holder:
+            holder["totalSize"] = len(kept)
+        return _compact(value)
+
+    def card(self, body: bytes, *, upstream: str, base_url: str, gateway_base: str) -> bytes:
+        """The upstream's Agent Card as the gateway serves it (A2A s8.3, s8.4).
+
+        Pinned keys: the upstream card must carry a valid signature by one of
+        them, or the card is refused (502). The served card names only the
+        interfaces behind the gateway, at the gateway's URL, states the
+        gateway's own security schemes, and is signed by the gateway.
+        """
+        try:
+            card = parse_card(body)
+        except BatonError as exc:
+            raise BadGateway(f"{upstream}: agent card unreadable: {exc.diagnostics()}") from exc
+        pinned = self._card_keys.get(upstream)
+        if pinned is not None:
+            try:
+                verify_card(card, pinned)
+            except BatonError as exc:
+                raise BadGateway(f"{upstream}: agent card signature: {exc.diagnostics()}") from exc
+        interfaces = []
+        for interface in card.get("supportedInterfaces") or []:
+            url = interface.get("url") if isinstance(interface, dict) else None
+            if isinstance(url, str) and (url == base_url or url.startswith(base_url + "/")):
+                interfaces.append({**interface, "url": gateway_base + url[len(base_url) :]})
+        schemes: dict[str, Any] = {"baton-mtls": {"mtlsSecurityScheme": {}}}
+        requirements: list[dict[str, Any]] = [{"schemes": {"baton-mtls": {"list": []}}}]
+        if self._bearer:
+            schemes["baton-bearer"] = {
+                "httpAuthSecurityScheme": {"scheme": "Bearer", "bearerFormat": "JWT"}
+            }
+        rewritten = rewrite_card(
+            card,
+            interfaces=interfaces,
+            security_schemes=schemes,
+            security_requirements=requirements,
+        )
+        if isinstance(rewritten.get("url"), str):  # v0.3 cards name one URL
+            url = rewritten["url"]
+            rewritten["url"] = (
+                gateway_base + url[len(base_url) :] if url.startswith(base_url) else gateway_base
+            )
+        return _compact(sign_card(rewritten, self._signing_key))
+
+    def render(
+        self, error: BatonError, *, call: Call | None, trace_id: str, http_method: str, path: str
+    ) -> Rendered:
+        if call is not None and call.binding:
+            binding, version = call.binding, call.version or "1.0"
+        else:  # refused before the adapter read it: guess the binding from the route
+            tail = path.split("/", 3)[3] if path.count("/") >= 3 else ""
+            binding, version = a2a.error_binding(http_method, "/" + tail), "1.0"
+        status, content_type, body = a2a.render_a2a_error(
+            error,
+            rpc_id=call.rpc_id if call else None,
+            trace_id=trace_id,
+            binding=binding,
+            version=version,
+        )
+        return Rendered(status, content_type, body)
+
+
+def _event_data(event: bytes) -> bytes:
+    """The ``data`` of one server-sent event (WHATWG HTML s9.2.6: lines joined by LF)."""
+    lines = []
+    for line in event.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
+        if line.startswith(b"data:"):
+            value = line[5:]
+            lines.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(lines)
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def dialect_for(
+    protocol: str,
+    bindings: BindingStore,
+    max_depth: int,
+    *,
+    signing_key: PrivateKey,
+    card_keys: Mapping[str, KeySet],
+    webhook_hosts: Mapping[str, frozenset[str]],
+    base_urls: Mapping[str, str],
+    bearer: bool,
+) -> Dialect:
+    if protocol == "mcp":
+        return McpDialect(bindings, max_depth)
+    if protocol == "a2a":
+        return A2aDialect(
+            bindings,
+            max_depth,
+            signing_key=signing_key,
+            card_keys=card_keys,
+            webhook_hosts=webhook_hosts,
+            base_urls=base_urls,
+            bearer=bearer,
+        )
+    return Dialect(bindings, max_depth)
