@@ -11,6 +11,8 @@
     baton transcript verify CONV [--dir DIR]        check a conversation's chain and bodies
     baton audit verify [--dir DIR]                  check the audit chain
     baton trace CONV [--dir DIR]                    who called whom, when, outcome, latency
+    baton sidecar --agent NAME [--listen H:P] [--gateway URL] [--dir DIR]
+                                                    loopback proxy signing for one agent
     baton demo [DIR]                                a signed, encrypted, replay-proof hop
 
 Exit status: 0 success, 1 refused or failed (the reason on stderr), 2 usage.
@@ -26,7 +28,9 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from gateway.config import ConfigError
+from aiohttp import web
+
+from gateway.config import ConfigError, split_host_port
 from gateway.config import load as load_config
 from gateway.demo import DemoFailed, run_demo
 from gateway.devdata import DataFolder, InitError, init_data_folder, write_agent
@@ -35,6 +39,7 @@ from gateway.logs import configure as configure_logs
 from gateway.runtime import load_runtime
 from gateway.serve import run as run_server
 from gateway.serve import serve_worker
+from gateway.sidecar import SidecarConfig, agent_tls_context, sidecar_app
 from gateway.stores import Stores
 from keys.errors import KeysError
 from keys.files import load_private_jwks, save_jwks, save_private_jwks
@@ -183,6 +188,31 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     return asyncio.run(_with_stores(DataFolder(Path(args.dir)), show))
 
 
+def _cmd_sidecar(args: argparse.Namespace) -> int:
+    folder = DataFolder(Path(args.dir))
+    config = load_config(folder.config)
+    agent = folder.load_agent(config.trust_domain, validate_name(args.agent))
+    host, port = split_host_port(args.listen)
+    gateway = args.gateway or f"https://{config.gateway.listen}"
+    tls = agent_tls_context(
+        str(folder.ca_cert),
+        str(folder.agent(agent.name) / "tls.pem"),
+        str(folder.agent(agent.name) / "tls.key"),
+    )
+    sidecar = SidecarConfig(
+        gateway_url=gateway,
+        listen_host=host,
+        listen_port=port,
+        signing_key=agent.signing.active,
+        tls=tls,
+        allowed_origins=frozenset(origin.lower() for origin in args.allow_origin),
+    )
+    who = agent_id(config.trust_domain, agent.name)
+    print(f"sidecar for {who}: http://{args.listen} -> {gateway}", flush=True)
+    web.run_app(sidecar_app(sidecar), host=host, port=port, print=None, access_log=None)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     run_demo(Path(args.dir), sys.stdout)
     return 0
@@ -238,10 +268,24 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (transcript_verify, audit_verify, trace):
         sub.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
 
+    _sidecar_parser(commands)
+
     demo = commands.add_parser("demo", help="one signed, encrypted, replay-proof hop")
     demo.add_argument("dir", nargs="?", default=".", help="folder holding baton.toml")
     demo.set_defaults(run=_cmd_demo)
     return parser
+
+
+def _sidecar_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sidecar = commands.add_parser("sidecar", help="loopback proxy that signs for one agent")
+    sidecar.add_argument("--agent", required=True, help="the agent whose identity it carries")
+    sidecar.add_argument("--listen", default="127.0.0.1:8444", help="loopback HOST:PORT")
+    sidecar.add_argument("--gateway", help="gateway base URL (default: gateway.listen)")
+    sidecar.add_argument(
+        "--allow-origin", action="append", default=[], help="browser Origin to allow"
+    )
+    sidecar.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
+    sidecar.set_defaults(run=_cmd_sidecar)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (ConfigError, InitError, DemoFailed) as exc:
+    except (ConfigError, InitError, DemoFailed, ValueError) as exc:
         print(f"baton: {exc}", file=sys.stderr)
     except BatonError as exc:
         print(f"baton: {exc.code}: {exc.detail or exc.public_message}", file=sys.stderr)
