@@ -1,0 +1,173 @@
+"""The official ``mcp`` 2.3 client and server, through the gateway, both eras.
+
+Real TLS both sides, the agent's RFC 9421 signer on the SDK's own ``httpx2``
+client, the gateway's signature verified in front of the SDK server. Each test
+asserts what the SDK got, what reached the server, and what was recorded.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from gateway.inspect import verify_conversation
+from protocol.identity import agent_id
+from tests.gateway._harness import TRUST_DOMAIN
+from tests.interop.conftest import Fleet
+from tests.interop.mcp_peers import http_client, mcp_client
+
+SUPPORT = str(agent_id(TRUST_DOMAIN, "support"))
+
+
+def _tool_calls(fleet: Fleet) -> list[str]:
+    """Tool names of the tools/call requests that reached the MCP server."""
+    return [
+        headers.get("mcp-name", "?")
+        for method, _, headers in fleet.mcp_seen.requests
+        if method == "POST" and headers.get("mcp-method") == "tools/call"
+    ]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_sdk_client_lists_and_calls_tools_through_the_gateway(
+    fleet: Fleet, mode: str
+) -> None:
+    async with (
+        http_client(fleet.context("support"), fleet.signer("support")) as http,
+        mcp_client(fleet.mcp_url, http, mode=mode) as client,
+    ):
+        expected_version = "2025-11-25" if mode == "legacy" else "2026-07-28"
+        assert client.protocol_version == expected_version
+        tools = await client.list_tools()
+        assert {tool.name for tool in tools.tools} >= {"echo", "add", "refund"}
+        echoed = await client.call_tool("echo", {"text": "hello gateway"})
+        assert echoed.content[0].text == "echo: hello gateway"  # type: ignore[union-attr]
+        added = await client.call_tool("add", {"a": 2, "b": 40})
+        assert added.structured_content == {"result": 42}
+        # refund is not in support's tools: the gateway refuses, the server never sees it.
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("refund", {"order": "o-1", "amount": 5})
+        assert refused.value.error.data["code"] == "policy_denied"  # type: ignore[index]
+        resource = await client.read_resource("docs://policy")
+        assert "approval" in resource.contents[0].text  # type: ignore[union-attr]
+    assert "refund" not in json.dumps([h for _, _, h in fleet.mcp_seen.requests])
+    every_request_was_signed_by_the_gateway = all(
+        headers.get("baton-caller") == SUPPORT for _, _, headers in fleet.mcp_seen.requests
+    )
+    assert every_request_was_signed_by_the_gateway
+    events = await fleet.audit_events()
+    assert [e.reason for e in events if e.outcome == "rejected"] == ["policy_denied"]
+
+
+async def test_legacy_session_is_bound_to_the_identity_that_opened_it(fleet: Fleet) -> None:
+    async with (
+        http_client(fleet.context("support"), fleet.signer("support")) as http,
+        mcp_client(fleet.mcp_url, http, mode="legacy") as client,
+    ):
+        await client.call_tool("echo", {"text": "mine"})
+        sessions = {
+            headers["mcp-session-id"]
+            for _, _, headers in fleet.mcp_seen.requests
+            if "mcp-session-id" in headers
+        }
+        [session] = sessions
+        seen_before = len(fleet.mcp_seen.requests)
+        # "other" is a valid agent with its own certificate and key, allowed
+        # to call echo; it presents support's session id.
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+             "params": {"name": "echo", "arguments": {"text": "hijack"}}}
+        ).encode()  # fmt: skip
+        async with fleet.httpx_client("other") as other:
+            response = await other.post(
+                fleet.mcp_url,
+                content=body,
+                headers={
+                    "content-type": "application/json",
+                    "accept": "application/json, text/event-stream",
+                    "mcp-session-id": session,
+                    "mcp-protocol-version": "2025-11-25",
+                },
+            )
+        assert response.status_code == 404
+        error = response.json()["error"]
+        assert error["data"]["code"] == "session_not_found"
+        assert len(fleet.mcp_seen.requests) == seen_before, "the hijack reached the server"
+        # The owner still uses its session.
+        again = await client.call_tool("echo", {"text": "still mine"})
+        assert again.content[0].text == "echo: still mine"  # type: ignore[union-attr]
+    [rejected] = [e for e in await fleet.audit_events() if e.outcome == "rejected"]
+    assert rejected.reason == "session_not_found"
+    # The conversation is the session: its chain verifies.
+    report = await verify_conversation(fleet.stores.transcripts, session)
+    assert report.records >= 4
+
+
+async def test_modern_header_body_mismatch_is_refused_before_policy(fleet: Fleet) -> None:
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+         "params": {"name": "refund", "arguments": {"order": "o", "amount": 1},
+                    "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}
+    ).encode()  # fmt: skip
+    async with fleet.httpx_client("support") as http:
+        response = await http.post(
+            fleet.mcp_url,
+            content=body,
+            headers={
+                "content-type": "application/json",
+                "accept": "application/json, text/event-stream",
+                "mcp-protocol-version": "2026-07-28",
+                "mcp-method": "tools/call",
+                "mcp-name": "echo",  # an allowed tool named in the header, refund in the body
+            },
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == -32020
+    assert response.json()["error"]["data"]["code"] == "header_mismatch"
+    assert fleet.mcp_seen.requests == []
+    [event] = await fleet.audit_events()
+    assert event.reason == "header_mismatch"
+
+
+async def test_unsigned_sdk_traffic_is_refused(fleet: Fleet) -> None:
+    async with http_client(fleet.context("support"), None) as http:
+        with pytest.raises(Exception):  # noqa: B017 - the SDK wraps the 401 its own way
+            async with mcp_client(fleet.mcp_url, http, mode="legacy") as client:
+                await client.list_tools()
+    assert fleet.mcp_seen.requests == []
+    assert {e.reason for e in await fleet.audit_events()} == {"signature_missing"}
+
+
+async def test_dns_rebinding_host_and_origin(fleet: Fleet) -> None:
+    ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    async with fleet.httpx_client("support") as http:
+        bad_origin = await http.post(
+            fleet.mcp_url,
+            content=ping,
+            headers={"content-type": "application/json", "origin": "https://evil.example"},
+        )
+        # Signed for another host: the signed @authority is not this gateway (R04).
+        signed_for_elsewhere = await http.post(
+            fleet.mcp_url,
+            content=ping,
+            headers={"content-type": "application/json", "host": "evil.example"},
+        )
+    async with fleet.httpx_client("support", signed=False) as http:
+        unsigned_elsewhere = await http.post(
+            fleet.mcp_url,
+            content=ping,
+            headers={"content-type": "application/json", "host": "evil.example"},
+        )
+    got = [
+        (r.status_code, r.json()["error"]["data"]["code"])
+        for r in (bad_origin, signed_for_elsewhere, unsigned_elsewhere)
+    ]
+    assert got == [(403, "origin_rejected"), (401, "bad_audience"), (421, "misdirected_request")]
+    assert fleet.mcp_seen.requests == []
+    assert [e.reason for e in await fleet.audit_events()] == [
+        "origin_rejected",
+        "bad_audience",
+        "misdirected_request",
+    ]
