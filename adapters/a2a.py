@@ -68,6 +68,7 @@ __all__ = [
     "error_binding",
     "parse_a2a",
     "render_a2a_error",
+    "replace_push_urls",
     "task_ids_in_event",
     "task_ids_in_result",
 ]
@@ -835,3 +836,38 @@ def render_a2a_error(
     if binding == HTTP_JSON:
         return _rest_error(error, trace_id)
     return _jsonrpc_error(error, rpc_id, trace_id, version)
+
+
+#: Members that hold the caller's Message: a ``url`` inside them is a file part, not a webhook.
+_MESSAGE_HOLDERS: Final = frozenset({"message", "request"})
+
+
+def replace_push_urls(body: bytes, replacements: Mapping[str, str], *, max_depth: int) -> bytes:
+    """``body`` with each push-notification ``url`` in ``replacements`` swapped.
+
+    The gateway delivers push notifications itself (A2A s4.3, s13.2): it hands
+    the upstream a relay URL of its own instead of the caller's webhook. Only
+    ``{"url": ...}`` members outside the Message are replaced (a file part's
+    ``url`` is content), and only URLs :func:`parse_a2a` reported in
+    ``Call.push_urls``; everything else is kept. The result is compact JSON.
+    """
+    if not replacements:
+        return body
+    value = _load(body, max_depth)
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out: dict[str, Any] = {}
+            for key, item in node.items():
+                if key == "url" and isinstance(item, str) and item in replacements:
+                    out[key] = replacements[item]
+                elif key in _MESSAGE_HOLDERS:
+                    out[key] = item
+                else:
+                    out[key] = walk(item)
+            return out
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    return json.dumps(walk(value), separators=(",", ":"), ensure_ascii=False).encode()

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
 from gateway.proxy import ALL_STAGES, Gateway
+from gateway.push import PushRelay, WebhookDelivery
 from gateway.runtime import Runtime
 from gateway.stores import Stores
 from gateway.tls import upstream_context
@@ -33,6 +34,7 @@ from protocol.errors import StoreUnavailable
 __all__ = ["GATEWAY", "AppOptions", "admin_app", "gateway_app"]
 
 GATEWAY: Final = web.AppKey("gateway", Gateway)
+PUSH: Final = web.AppKey("push", PushRelay)
 STORES: Final = web.AppKey("stores", Stores)
 
 
@@ -83,10 +85,21 @@ def gateway_app(
         stores = await _open(runtime, options)
         upstreams = _upstreams(runtime, metrics, options)
         app[STORES] = stores
-        app[GATEWAY] = Gateway(
+        gateway = Gateway(
             runtime, stores, upstreams, metrics, clock=options.clock, stages=options.stages
         )
+        app[GATEWAY] = gateway
+        settings = runtime.config.gateway
+        ca_file = settings.webhook_ca_file
+        delivery = WebhookDelivery(
+            signing_key=runtime.signing.active,
+            trusted_networks=settings.webhook_trusted_networks,
+            ca_file=None if ca_file is None else str(runtime.folder.root / ca_file),
+            clock=options.clock,
+        )
+        app[PUSH] = PushRelay(gateway, delivery)
         yield
+        await delivery.close()
         for upstream in upstreams.values():
             await upstream.close()
         if options.stores is None:
@@ -102,6 +115,11 @@ def gateway_app(
     app.router.add_get("/.well-known/jwks.json", serve_jwks)
     app.router.add_route("*", "/u/{upstream}/{tail:.*}", handle)
     app.router.add_route("*", "/u/{upstream}", handle)
+
+    async def push(request: web.Request) -> web.StreamResponse:
+        return await request.app[PUSH].handle(request)
+
+    app.router.add_post("/push/{relay}", push)
     return app
 
 

@@ -121,6 +121,15 @@ class GatewayConfig(_Section):
     #: upstreams. A request with any other ``Origin`` is refused 403 (DNS
     #: rebinding; MCP transports "MUST validate the Origin"). Agents send none.
     allowed_origins: list[str] = Field(default_factory=list, max_length=64)
+    #: The gateway's base URL as upstreams reach it (push-notification relay
+    #: URLs are built on it). Default: ``https://`` + ``listen``.
+    public_url: str | None = None
+    #: Networks an operator trusts as webhook destinations although they are
+    #: not public (an internal receiver). Empty: only public addresses.
+    webhook_trusted_networks: list[str] = Field(default_factory=list, max_length=64)
+    #: Extra CA bundle for webhook receivers' certificates (PEM); the system
+    #: store is always used too.
+    webhook_ca_file: str | None = None
     drain_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
     @field_validator("listen", "admin_listen")
@@ -128,6 +137,35 @@ class GatewayConfig(_Section):
     def _host_port(cls, value: str) -> str:
         split_host_port(value)
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"{value!r}: write https://host[:port][/prefix]")
+        return value.rstrip("/")
+
+    @field_validator("webhook_trusted_networks")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{value!r} is not a network; write 10.0.0.0/8 or fd00::/8"
+                ) from exc
+        return values
+
+    def relay_base(self) -> str:
+        """Where upstreams reach the gateway (push-notification relay URLs)."""
+        if self.public_url is not None:
+            return self.public_url
+        host, port = split_host_port(self.listen)
+        return f"https://{f'[{host}]' if ':' in host else host}:{port}"
 
     @field_validator("allowed_origins")
     @classmethod

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from ipaddress import ip_network
 from typing import Any, Final
 
 from aiohttp import web
@@ -48,8 +50,9 @@ from protocol.errors import (
     InvalidRequest,
     SessionNotFound,
     TaskNotFound,
+    UnsafeWebhook,
 )
-from protocol.ports import BindingStore
+from protocol.ports import MAX_BINDING_TEXT, BindingStore
 from protocol.webhooks import check_webhook_url
 
 __all__ = ["A2aDialect", "Dialect", "HttpDialect", "McpDialect", "Rendered", "dialect_for"]
@@ -114,6 +117,12 @@ class Dialect:
         now: float,
     ) -> None:
         """Raise unless every handle ``call`` names belongs to ``caller`` (after policy)."""
+
+    async def rewrite_request(
+        self, call: Call, body: bytes, *, caller: str, upstream: str, now: float
+    ) -> bytes:
+        """The body to forward (the caller's, unless the protocol needs a change)."""
+        return body
 
     async def on_response(
         self,
@@ -325,9 +334,15 @@ class A2aDialect(Dialect):
         webhook_hosts: Mapping[str, frozenset[str]],
         base_urls: Mapping[str, str],
         bearer: bool,
+        relay_base: str,
+        trusted_networks: Collection[str] = (),
+        token: Callable[[int], str] = secrets.token_urlsafe,
     ) -> None:
         super().__init__(bindings, max_depth)
+        self._trusted = tuple(ip_network(net) for net in trusted_networks)
         self._base_urls = base_urls
+        self._relay_base = relay_base
+        self._token = token
         self._signing_key = signing_key
         self._card_keys = card_keys
         self._webhook_hosts = webhook_hosts
@@ -359,7 +374,7 @@ class A2aDialect(Dialect):
     ) -> None:
         hosts = self._webhook_hosts.get(upstream, frozenset())
         for url in call.push_urls:
-            check_webhook_url(url, allowed_hosts=hosts)
+            check_webhook_url(url, allowed_hosts=hosts, trusted_networks=self._trusted)
         if call.task_id is not None:
             await self._require_owner(
                 "a2a-task",
@@ -368,6 +383,25 @@ class A2aDialect(Dialect):
                 now,
                 TaskNotFound(f"{caller} named a task it does not own"),
             )
+
+    async def rewrite_request(
+        self, call: Call, body: bytes, *, caller: str, upstream: str, now: float
+    ) -> bytes:
+        """Push-notification configs name a relay URL of the gateway's instead of the
+        caller's webhook, so notifications come back through the gateway, which
+        checks the destination again at connect time and signs what it delivers
+        (:mod:`gateway.push`)."""
+        replacements: dict[str, str] = {}
+        for url in call.push_urls:
+            relay = self._token(24)
+            target = json.dumps(
+                {"url": url, "caller": caller, "upstream": upstream}, separators=(",", ":")
+            )
+            if len(target) > MAX_BINDING_TEXT:
+                raise UnsafeWebhook("webhook URL too long to relay")
+            await self._bind("a2a-push", relay, target, TASK_TTL_S, now)
+            replacements[url] = f"{self._relay_base}/push/{relay}"
+        return a2a.replace_push_urls(body, replacements, max_depth=self._max_depth)
 
     async def _bind_task(self, task_id: str | None, caller: str, upstream: str, now: float) -> None:
         if task_id is not None:
@@ -518,6 +552,8 @@ def dialect_for(
     webhook_hosts: Mapping[str, frozenset[str]],
     base_urls: Mapping[str, str],
     bearer: bool,
+    relay_base: str,
+    trusted_networks: Collection[str] = (),
 ) -> Dialect:
     if protocol == "mcp":
         return McpDialect(bindings, max_depth)
@@ -530,5 +566,7 @@ def dialect_for(
             webhook_hosts=webhook_hosts,
             base_urls=base_urls,
             bearer=bearer,
+            relay_base=relay_base,
+            trusted_networks=trusted_networks,
         )
     return Dialect(bindings, max_depth)

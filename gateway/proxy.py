@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from aiohttp import ClientResponse, web
 from multidict import CIMultiDict
@@ -87,7 +87,7 @@ from protocol.errors import (
 )
 from protocol.replay import check_freshness, claim_nonce
 
-__all__ = ["ALL_STAGES", "Gateway", "Timer"]
+__all__ = ["ALL_STAGES", "Admitted", "Gateway", "RequestContext", "Timer"]
 
 log = logging.getLogger("baton.gateway")
 
@@ -139,7 +139,7 @@ class Timer:
 
 
 @dataclass(slots=True)
-class _Context:
+class RequestContext:
     """What is known about one request so far (for errors, audit and logs)."""
 
     request_id: str
@@ -159,6 +159,15 @@ class _Context:
     @property
     def traceparent(self) -> str:
         return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
+
+
+class Admitted(NamedTuple):
+    """A request past the first four steps: who sent it, what, and when it was checked."""
+
+    agent: AgentPolicy
+    body: bytes
+    verified: VerifiedSignature | None
+    now: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,30 +238,32 @@ class Gateway:
                     webhook_hosts=webhook_hosts,
                     base_urls=base_urls,
                     bearer=bearer,
+                    relay_base=config.gateway.relay_base(),
+                    trusted_networks=config.gateway.webhook_trusted_networks,
                 )
         return {name: shared[upstream.config.protocol] for name, upstream in upstreams.items()}
 
     # ------------------------------------------------------------------ entry
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        ctx = self._context(request)
+        ctx = self.context(request)
         try:
             response = await self._pipeline(request, ctx)
         except BatonError as exc:
-            return await self._reject(ctx, exc)
+            return await self.reject(ctx, exc)
         except Exception as exc:  # a bug: fail closed, never leak the reason
             log.exception("internal error", extra={"request_id": ctx.request_id})
-            return await self._reject(ctx, BatonError(f"{type(exc).__name__}: {exc}"))
-        self._finish(ctx, response.status, "accepted", "ok")
+            return await self.reject(ctx, BatonError(f"{type(exc).__name__}: {exc}"))
+        self.finish(ctx, response.status, "accepted", "ok")
         return response
 
-    def _context(self, request: web.Request) -> _Context:
+    def context(self, request: web.Request) -> RequestContext:
         trace_id, flags = secrets.token_hex(16), "01"
         incoming = request.headers.get("traceparent")
         if incoming is not None:
             match = _TRACEPARENT.fullmatch(incoming.strip())
             if match and match[1] != "0" * 32 and match[2] != "0" * 16:
                 trace_id, flags = match[1], match[3]
-        return _Context(
+        return RequestContext(
             request_id=self._token(12),
             trace_id=trace_id,
             span_id=secrets.token_hex(8),
@@ -263,9 +274,15 @@ class Gateway:
         )
 
     # --------------------------------------------------------------- pipeline
-    async def _pipeline(self, request: web.Request, ctx: _Context) -> web.StreamResponse:
-        timer = Timer(self.metrics)
-        ctx.dialect = self._dialects.get(request.match_info.get("upstream", ""))
+    async def admit(
+        self, request: web.Request, ctx: RequestContext, timer: Timer, *, bearer: bool = True
+    ) -> Admitted:
+        """Steps 1-4 of the pipeline: limits, identity, signature, freshness and nonce.
+
+        ``bearer=False`` (the push relay) reads ``Authorization`` as the webhook's
+        own credential, not as a token for the gateway: the caller is then
+        authenticated by its certificate alone.
+        """
         self._check_headers(request)
         self._check_host_and_origin(request)
         body = await self._read_body(request)
@@ -274,7 +291,7 @@ class Gateway:
         timer.lap("limits")
 
         now = self._clock()
-        agent = self._authenticate(request, now)
+        agent = self._authenticate(request, now, bearer=bearer)
         ctx.peer = agent.identity
         timer.lap("authenticate")
 
@@ -287,6 +304,13 @@ class Gateway:
             )
             await claim_nonce(self.stores.nonces, verified, now=now, policy=self.runtime.freshness)
         timer.lap("replay")
+        return Admitted(agent, body, verified, now)
+
+    async def _pipeline(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+        timer = Timer(self.metrics)
+        ctx.dialect = self._dialects.get(request.match_info.get("upstream", ""))
+        agent, body, verified, now = await self.admit(request, ctx, timer)
+        stages = self._stages
 
         upstream, tail = self._route(request, agent)
         ctx.upstream = upstream.name
@@ -303,6 +327,9 @@ class Gateway:
         await dialect.authorize(
             request, body, call, caller=agent.identity, upstream=upstream.name, now=now
         )
+        forwarded = await dialect.rewrite_request(
+            call, body, caller=agent.identity, upstream=upstream.name, now=now
+        )
 
         conversation = self._conversation(request, dialect, call)
         if "record" in stages:
@@ -317,7 +344,7 @@ class Gateway:
             )
         timer.lap("record")
 
-        exchange = _Exchange(agent, upstream, conversation, tail, body, dialect, call)
+        exchange = _Exchange(agent, upstream, conversation, tail, forwarded, dialect, call)
         response = await self._forward(request, ctx, exchange)
         timer.lap("upstream")
         try:
@@ -339,7 +366,7 @@ class Gateway:
 
     async def _record_request(
         self,
-        ctx: _Context,
+        ctx: RequestContext,
         *,
         agent: AgentPolicy,
         upstream: Upstream,
@@ -366,7 +393,7 @@ class Gateway:
             signer=verified.keyid if verified else None,
             verified=verified is not None,
         )
-        await self._audit(
+        await self.audit(
             ctx, now, event="request.accepted", outcome="accepted", reason=None,
             detail=f"{upstream.name} {call.method}"[:1000],
         )  # fmt: skip
@@ -417,11 +444,11 @@ class Gateway:
             raise RequestTimeout("body not received in time") from None
 
     # ----------------------------------------------------------- authenticate
-    def _authenticate(self, request: web.Request, now: float) -> AgentPolicy:
+    def _authenticate(self, request: web.Request, now: float, *, bearer: bool) -> AgentPolicy:
         transport = request.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport else None
         leaf = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        token = self._bearer_token(request)
+        token = self._bearer_token(request) if bearer else None
         identity: str | None = None
         thumbprint: str | None = None
         if leaf is not None:
@@ -544,7 +571,7 @@ class Gateway:
 
     # --------------------------------------------------------------- forward
     async def _forward(
-        self, request: web.Request, ctx: _Context, exchange: _Exchange
+        self, request: web.Request, ctx: RequestContext, exchange: _Exchange
     ) -> ClientResponse:
         agent, upstream, body = exchange.agent, exchange.upstream, exchange.body
         tail, conversation = exchange.tail, exchange.conversation
@@ -595,7 +622,11 @@ class Gateway:
         return headers
 
     async def _respond(
-        self, request: web.Request, ctx: _Context, exchange: _Exchange, response: ClientResponse
+        self,
+        request: web.Request,
+        ctx: RequestContext,
+        exchange: _Exchange,
+        response: ClientResponse,
     ) -> web.StreamResponse:
         agent, upstream, conversation = exchange.agent, exchange.upstream, exchange.conversation
         call, dialect = exchange.call, exchange.dialect
@@ -732,8 +763,8 @@ class Gateway:
         return out
 
     # ----------------------------------------------------------- rejections
-    async def _audit(
-        self, ctx: _Context, now: float, *, event: str, outcome: str, reason: str | None,
+    async def audit(
+        self, ctx: RequestContext, now: float, *, event: str, outcome: str, reason: str | None,
         detail: str | None,
     ) -> None:  # fmt: skip
         try:
@@ -750,16 +781,16 @@ class Gateway:
         except StoreUnavailable as exc:
             raise AuditUnavailable(f"audit log: {exc.detail}") from exc
 
-    async def _reject(self, ctx: _Context, error: BatonError) -> web.Response:
+    async def reject(self, ctx: RequestContext, error: BatonError) -> web.Response:
         try:
-            await self._audit(
+            await self.audit(
                 ctx, self._clock(), event="request.rejected", outcome="rejected",
                 reason=error.code, detail=error.diagnostics()[:1000],
             )  # fmt: skip
         except AuditUnavailable as audit_error:
             log.error("audit log unavailable", extra={"request_id": ctx.request_id})
             error = audit_error
-        self._finish(ctx, error.http_status, "rejected", error.code, detail=error.diagnostics())
+        self.finish(ctx, error.http_status, "rejected", error.code, detail=error.diagnostics())
         dialect = ctx.dialect or self._generic
         rendered = dialect.render(
             error,
@@ -775,8 +806,8 @@ class Gateway:
             headers["Retry-After"] = str(max(1, round(error.retry_after)))
         return web.Response(status=rendered.status, headers=headers, body=rendered.body)
 
-    def _finish(
-        self, ctx: _Context, status: int, outcome: str, code: str, detail: str | None = None
+    def finish(
+        self, ctx: RequestContext, status: int, outcome: str, code: str, detail: str | None = None
     ) -> None:
         elapsed = perf_counter() - ctx.started
         self.metrics.requests.labels(outcome, code).inc()

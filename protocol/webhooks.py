@@ -65,6 +65,7 @@ MAX_URL_LENGTH: Final = 2048
 _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 
 IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
 
 #: IPv4 ranges that are not public, most specific first (RFC 6890, RFC 6598,
 #: RFC 5737, RFC 2544, RFC 5771, RFC 1112, RFC 919).
@@ -170,16 +171,23 @@ def is_public_address(ip: IPv4Address | IPv6Address) -> bool:
     return non_public_reason(ip) is None
 
 
-def check_resolved_address(ip: str) -> None:
+def _trusted(address: IPAddress, trusted_networks: Collection[IPNetwork]) -> bool:
+    return any(address.version == net.version and address in net for net in trusted_networks)
+
+
+def check_resolved_address(ip: str, *, trusted_networks: Collection[IPNetwork] = ()) -> None:
     """At connect time: raise :class:`UnsafeWebhook` unless the resolved address
-    ``ip`` (canonical text, as a resolver returns it) is public. A scoped
-    address (``fe80::1%eth0``) is refused outright."""
+    ``ip`` (canonical text, as a resolver returns it) is public, or inside one of
+    the ``trusted_networks`` the operator configured (an internal webhook
+    receiver). A scoped address (``fe80::1%eth0``) is refused outright."""
     if "%" in ip:
         raise UnsafeWebhook(f"resolved address {ip!r} carries a zone id")
     try:
         address: IPAddress = IPv6Address(ip) if ":" in ip else IPv4Address(ip)
     except AddressValueError as exc:
         raise UnsafeWebhook(f"resolved address {ip!r} does not parse") from exc
+    if _trusted(address, trusted_networks):
+        return
     reason = non_public_reason(address)
     if reason is not None:
         raise UnsafeWebhook(f"resolved address {address} is not public: {reason}")
@@ -398,11 +406,17 @@ def _url_host(host: str | IPAddress) -> str:
 
 
 def check_webhook_url(
-    url: str, *, allowed_hosts: Collection[str], allow_http: bool = False
+    url: str,
+    *,
+    allowed_hosts: Collection[str],
+    allow_http: bool = False,
+    trusted_networks: Collection[IPNetwork] = (),
 ) -> WebhookTarget:
     """Check a push-notification URL (A2A §13.2) under the rules of the module
     docstring and return where to send. Raises :class:`UnsafeWebhook` (and
-    :class:`ConfigurationError` for a malformed ``allowed_hosts``)."""
+    :class:`ConfigurationError` for a malformed ``allowed_hosts``). An IP
+    literal inside ``trusted_networks`` (operator configuration, empty by
+    default) need not be public; it must still be allow-listed."""
     allow_list = _allow_list(allowed_hosts)
     _check_characters(url)
     scheme, rest = _split_scheme(url, allow_http)
@@ -414,7 +428,7 @@ def check_webhook_url(
     host = _parse_host(raw_host)
     if not _PATH.match(path) or _BAD_PCT.search(path):
         raise UnsafeWebhook(f"host {raw_host!r}: path or query holds characters not allowed")
-    if not isinstance(host, str):
+    if not isinstance(host, str) and not _trusted(host, trusted_networks):
         reason = non_public_reason(host)
         if reason is not None:
             raise UnsafeWebhook(f"host {raw_host!r} is {host}: {reason}")

@@ -45,7 +45,7 @@ from protocol.audit import AuditEvent
 from tests.gateway._harness import TRUST_DOMAIN, agent_context, free_port
 from tests.interop.mcp_peers import build_mcp_server, mcp_app
 
-AGENTS = ("support", "other", "payments", "assistant")
+AGENTS = ("support", "other", "payments", "assistant", "hooks")
 MCP_METHODS = [
     "initialize", "notifications/initialized", "ping", "tools/list", "tools/call",
     "resources/list", "resources/read", "prompts/list", "prompts/get", "server/discover",
@@ -122,7 +122,9 @@ async def serve_upstream(
         sock.close()
 
 
-def _config(port: int, admin: int, mcp_port: int, a2a_port: int) -> str:
+def _config(
+    port: int, admin: int, mcp_port: int, a2a_port: int, *, webhooks: str, gateway_extra: str
+) -> str:
     methods = json.dumps(MCP_METHODS)
     return f"""
 trust_domain = "{TRUST_DOMAIN}"
@@ -131,6 +133,7 @@ trust_domain = "{TRUST_DOMAIN}"
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin}"
 drain_timeout_s = 5
+{gateway_extra}
 
 [store]
 kind = "sqlite"
@@ -159,7 +162,7 @@ name = "assistant"
 url = "https://127.0.0.1:{a2a_port}"
 protocol = "a2a"
 timeout_s = 10
-webhook_hosts = ["hooks.example.com"]
+webhook_hosts = {webhooks}
 
 [[policy.allow]]
 caller = "support"
@@ -233,19 +236,29 @@ class Fleet:
         return list(await self.stores.audit.read())
 
 
-def _a2a_builder(holder: dict[str, Any]) -> Callable[[int], Any]:
+def _a2a_builder(
+    holder: dict[str, Any], push_http: httpx.AsyncClient | None
+) -> Callable[[int], Any]:
     from tests.interop.a2a_peers import build_a2a_app, control_of
 
     def build(port: int) -> Any:
-        app = build_a2a_app(f"https://127.0.0.1:{port}")
+        app = build_a2a_app(f"https://127.0.0.1:{port}", push_http=push_http)
         holder["control"] = control_of(app)
         return app
 
     return build
 
 
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+@asynccontextmanager
+async def start_fleet(
+    tmp_path: Path,
+    *,
+    webhooks: tuple[str, ...] = ("hooks.example.com",),
+    gateway_extra: str = "",
+    push: bool = False,
+) -> AsyncIterator[Fleet]:
+    """The fleet; ``push=True`` gives the A2A agent a push sender that reaches the
+    gateway as agent ``assistant`` (its certificate and signature)."""
     folder = init_data_folder(
         tmp_path / "home",
         trust_domain=TRUST_DOMAIN,
@@ -257,18 +270,36 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
     scratch.mkdir()
     holder: dict[str, Any] = {}
     mcp_server = build_mcp_server()
+    push_http = None
+    if push:
+        assistant = folder.load_agent(TRUST_DOMAIN, "assistant")
+        push_http = httpx.AsyncClient(
+            verify=agent_context(folder, assistant, scratch),
+            auth=RequestSigner(assistant.signing.active),
+            timeout=httpx.Timeout(10.0),
+        )
     async with (
         serve_upstream(folder, "payments", lambda _port: mcp_app(mcp_server), scratch) as (
             mcp_port,
             mcp_seen,
         ),
-        serve_upstream(folder, "assistant", _a2a_builder(holder), scratch) as (
+        serve_upstream(folder, "assistant", _a2a_builder(holder, push_http), scratch) as (
             a2a_port,
             a2a_seen,
         ),
     ):
         port, admin_port = free_port(), free_port()
-        folder.config.write_text(_config(port, admin_port, mcp_port, a2a_port), encoding="utf-8")
+        folder.config.write_text(
+            _config(
+                port,
+                admin_port,
+                mcp_port,
+                a2a_port,
+                webhooks=json.dumps(list(webhooks)),
+                gateway_extra=gateway_extra,
+            ),
+            encoding="utf-8",
+        )
         runtime = load_runtime(load(folder.config), folder.root)
         metrics = Metrics()
         app = gateway_app(runtime, metrics, AppOptions())
@@ -299,3 +330,11 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
         finally:
             await admin.cleanup()
             await runner.cleanup()
+            if push_http is not None:
+                await push_http.aclose()
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    async with start_fleet(tmp_path) as running:
+        yield running
