@@ -123,7 +123,14 @@ async def serve_upstream(
 
 
 def _config(
-    port: int, admin: int, mcp_port: int, a2a_port: int, *, webhooks: str, gateway_extra: str
+    port: int,
+    admin: int,
+    mcp_port: int,
+    a2a_port: int,
+    *,
+    webhooks: str,
+    gateway_extra: str,
+    assistant_extra: str = "",
 ) -> str:
     methods = json.dumps(MCP_METHODS)
     return f"""
@@ -163,6 +170,7 @@ url = "https://127.0.0.1:{a2a_port}"
 protocol = "a2a"
 timeout_s = 10
 webhook_hosts = {webhooks}
+{assistant_extra}
 
 [[policy.allow]]
 caller = "support"
@@ -255,7 +263,9 @@ async def start_fleet(
     *,
     webhooks: tuple[str, ...] = ("hooks.example.com",),
     gateway_extra: str = "",
+    assistant_extra: str = "",
     push: bool = False,
+    a2a_app: Callable[[int], Any] | None = None,
 ) -> AsyncIterator[Fleet]:
     """The fleet; ``push=True`` gives the A2A agent a push sender that reaches the
     gateway as agent ``assistant`` (its certificate and signature)."""
@@ -283,7 +293,9 @@ async def start_fleet(
             mcp_port,
             mcp_seen,
         ),
-        serve_upstream(folder, "assistant", _a2a_builder(holder, push_http), scratch) as (
+        serve_upstream(
+            folder, "assistant", a2a_app or _a2a_builder(holder, push_http), scratch
+        ) as (
             a2a_port,
             a2a_seen,
         ),
@@ -297,6 +309,7 @@ async def start_fleet(
                 a2a_port,
                 webhooks=json.dumps(list(webhooks)),
                 gateway_extra=gateway_extra,
+                assistant_extra=assistant_extra,
             ),
             encoding="utf-8",
         )

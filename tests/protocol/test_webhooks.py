@@ -497,3 +497,33 @@ def test_ipv6_is_at_least_as_strict_as_the_standard_library(value: int) -> None:
         return
     if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_site_local:
         assert not is_public_address(ip)
+
+
+# ------------------------------------------------------------ operator-trusted networks
+def test_trusted_networks_admit_internal_receivers_and_nothing_else() -> None:
+    from ipaddress import ip_network
+
+    from protocol.errors import UnsafeWebhook
+    from protocol.webhooks import check_resolved_address, check_webhook_url
+
+    trusted = (ip_network("10.1.0.0/16"),)
+    target = check_webhook_url(
+        "https://10.1.2.3:8443/hook", allowed_hosts=["10.1.2.3"], trusted_networks=trusted
+    )
+    assert (target.host, target.port) == ("10.1.2.3", 8443)
+    check_resolved_address("10.1.9.9", trusted_networks=trusted)
+    for outside in ("10.2.0.1", "127.0.0.1", "169.254.169.254"):
+        try:
+            check_resolved_address(outside, trusted_networks=trusted)
+        except UnsafeWebhook:
+            continue
+        raise AssertionError(f"{outside} passed outside the trusted network")
+    # Trusted is not allow-listed: the host must still be on the list.
+    try:
+        check_webhook_url(
+            "https://10.1.2.4/hook", allowed_hosts=["10.1.2.3"], trusted_networks=trusted
+        )
+    except UnsafeWebhook:
+        pass
+    else:
+        raise AssertionError("a trusted but unlisted host passed")
