@@ -29,6 +29,7 @@ from gateway.runtime import Runtime
 from gateway.stores import Stores
 from gateway.tls import upstream_context
 from gateway.upstream import Upstream
+from keys.keyset import KeySet
 from protocol.errors import StoreUnavailable
 
 __all__ = ["GATEWAY", "AppOptions", "admin_app", "gateway_app"]
@@ -79,7 +80,10 @@ def gateway_app(
     """The data-plane application. Stores and upstream pools open on start-up."""
     limits = runtime.config.limits
     app = web.Application(client_max_size=limits.max_body_bytes)
-    jwks = json.dumps(runtime.signing.public().to_jwks()).encode()
+    published = runtime.signing.public()
+    if runtime.card_signing is not None and runtime.card_signing.kid not in published:
+        published = published.merged(KeySet([runtime.card_signing.public]))
+    jwks = json.dumps(published.to_jwks()).encode()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         stores = await _open(runtime, options)

@@ -33,7 +33,13 @@ from aiohttp import web
 from gateway.config import ConfigError, split_host_port
 from gateway.config import load as load_config
 from gateway.demo import DemoFailed, run_demo
-from gateway.devdata import DataFolder, InitError, init_data_folder, write_agent
+from gateway.devdata import (
+    CARD_SIGNING_FILE,
+    DataFolder,
+    InitError,
+    init_data_folder,
+    write_agent,
+)
 from gateway.inspect import trace_lines, verify_audit, verify_conversation
 from gateway.logs import configure as configure_logs
 from gateway.runtime import load_runtime
@@ -96,7 +102,11 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
     keys = load_private_jwks(path).rotated()
     save_private_jwks(path, keys)
     if args.agent is None:
-        save_jwks(folder.gateway / "jwks.json", keys.public())
+        published = keys.public()
+        card_file = folder.gateway / CARD_SIGNING_FILE
+        if card_file.exists():  # the card key stays published beside the rotated one
+            published = published.merged(load_private_jwks(card_file).public())
+        save_jwks(folder.gateway / "jwks.json", published)
     else:
         encryption = load_private_jwks(folder.agent(args.agent) / "encryption.jwks")
         save_jwks(
@@ -113,6 +123,9 @@ def _cmd_jwks(args: argparse.Namespace) -> int:
     load_config(folder.config)
     if args.agent is None:
         public = load_private_jwks(folder.gateway / "signing.jwks").public()
+        card_file = folder.gateway / CARD_SIGNING_FILE
+        if card_file.exists():
+            public = public.merged(load_private_jwks(card_file).public())
     else:
         agent = folder.agent(args.agent)
         public = (

@@ -10,6 +10,7 @@ Layout (everything under ``<dir>/.baton/`` is git-ignored and private keys are
     <dir>/.baton/store.key                 AES-256 key for bodies at rest  0600
     <dir>/.baton/gateway/tls.pem, tls.key  gateway certificate (server+client) and key
     <dir>/.baton/gateway/signing.jwks      gateway signing keys, active first  0600
+    <dir>/.baton/gateway/card-signing.jwks ES256 key for the Agent Cards it serves (0600)
     <dir>/.baton/gateway/jwks.json         gateway public keys (what /.well-known/jwks.json serves)
     <dir>/.baton/agents/<name>/tls.pem, tls.key
     <dir>/.baton/agents/<name>/signing.jwks, encryption.jwks   0600
@@ -42,6 +43,7 @@ from keys.x509 import DevCertificateAuthority, TrustAnchors
 from protocol.identity import agent_id, gateway_id, validate_name, validate_trust_domain
 
 __all__ = [
+    "CARD_SIGNING_FILE",
     "SAMPLE_AGENTS",
     "AgentMaterial",
     "DataFolder",
@@ -49,6 +51,9 @@ __all__ = [
     "InitError",
     "init_data_folder",
 ]
+
+#: The gateway's Agent Card signing key, beside signing.jwks.
+CARD_SIGNING_FILE: Final = "card-signing.jwks"
 
 SAMPLE_AGENTS: Final = ("support", "billing")
 DATA_DIR: Final = ".baton"
@@ -251,7 +256,11 @@ def init_data_folder(
     write_private_file(folder.gateway / "tls.key", gateway.key_pem)
     signing = PrivateKeySet.generate("Ed25519")
     save_private_jwks(folder.gateway / "signing.jwks", signing)
-    save_jwks(folder.gateway / "jwks.json", signing.public())
+    # Agent Cards are signed with ES256 (ADR 0013): every JOSE stack verifies it,
+    # including the PyJWT inside a2a-sdk, which knows Ed25519 only as "EdDSA".
+    card_signing = PrivateKeySet.generate("ES256")
+    save_private_jwks(folder.gateway / CARD_SIGNING_FILE, card_signing)
+    save_jwks(folder.gateway / "jwks.json", signing.public().merged(card_signing.public()))
 
     generate_store_key_file(folder.store_key)
     for name in agents:

@@ -233,7 +233,7 @@ class Gateway:
                     protocol,
                     stores.bindings,
                     config.limits.max_json_depth,
-                    signing_key=runtime.signing.active,
+                    signing_key=runtime.card_signing or runtime.signing.active,
                     card_keys=runtime.card_keys,
                     webhook_hosts=webhook_hosts,
                     base_urls=base_urls,

@@ -14,13 +14,14 @@ from types import MappingProxyType
 from typing import Literal
 
 from gateway.config import AgentConfig, BatonConfig, ConfigError, RateLimitConfig
-from gateway.devdata import DataFolder
+from gateway.devdata import CARD_SIGNING_FILE, DataFolder
 from gateway.stores import Stores, open_stores
 from keys.atrest import StoreCipher
 from keys.bearer import BearerIssuer
 from keys.errors import KeysError
 from keys.files import load_jwks, load_private_jwks
 from keys.keyset import KeySet, PrivateKeySet
+from keys.material import PrivateKey
 from keys.strictjson import loads_object
 from keys.x509 import TrustAnchors
 from protocol.identity import agent_id, gateway_id
@@ -60,6 +61,8 @@ class Runtime:
     upstream_identities: MappingProxyType[str, str] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    #: The key the gateway signs the Agent Cards it serves with (ES256, ADR 0013).
+    card_signing: PrivateKey | None = None
     #: A2A upstreams with pinned Agent Card signing keys (``card_jwks_file``).
     card_keys: MappingProxyType[str, KeySet] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -168,6 +171,10 @@ def load_runtime(config: BatonConfig, root: Path) -> Runtime:
         _load(what, path, init_fix)
     try:
         signing = load_private_jwks(folder.gateway / "signing.jwks")
+        card_file = folder.gateway / CARD_SIGNING_FILE
+        # Folders made before ADR 0013 have no card key: cards are then signed
+        # with the Ed25519 key (verifiable by Baton, not by PyJWT-based SDKs).
+        card_signing = load_private_jwks(card_file).active if card_file.exists() else None
         cipher = StoreCipher.from_file(folder.store_key)
         anchors = TrustAnchors.from_pem(folder.ca_cert.read_bytes())
     except (KeysError, OSError) as exc:
@@ -214,4 +221,5 @@ def load_runtime(config: BatonConfig, root: Path) -> Runtime:
             }
         ),
         card_keys=MappingProxyType(_card_keys(config, root)),
+        card_signing=card_signing or signing.active,
     )

@@ -35,6 +35,7 @@ def test_init_layout_and_permissions(home: Path) -> None:
         data / "ca" / "ca.key",
         data / "gateway" / "tls.key",
         data / "gateway" / "signing.jwks",
+        data / "gateway" / "card-signing.jwks",
         *(
             data / "agents" / name / f
             for name in ("support", "billing")
@@ -84,7 +85,10 @@ def test_rotate_keeps_old_key_for_verification(home: Path) -> None:
     assert rotated.active.kid != old
     assert [k.kid for k in rotated.retired] == [old]
     public = json.loads((home / ".baton" / "gateway" / "jwks.json").read_text())
-    assert [k["kid"] for k in public["keys"]] == [rotated.active.kid, old]
+    card = load_private_jwks(home / ".baton" / "gateway" / "card-signing.jwks").active
+    # The rotated signing keys, and the Agent Card key (ES256) still published beside them.
+    assert [k["kid"] for k in public["keys"]] == [rotated.active.kid, old, card.kid]
+    assert public["keys"][2]["alg"] == "ES256"
 
 
 def test_rotate_agent(home: Path) -> None:
@@ -99,7 +103,7 @@ def test_rotate_agent(home: Path) -> None:
 def test_jwks_prints_public_keys_only(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keys", "jwks", "--dir", str(home)]) == 0
     jwks = json.loads(capsys.readouterr().out)
-    assert len(jwks["keys"]) == 1
+    assert sorted(k["alg"] for k in jwks["keys"]) == ["ES256", "Ed25519"]  # signing, cards
     assert all("d" not in key for key in jwks["keys"])
     assert main(["keys", "jwks", "--agent", "billing", "--dir", str(home)]) == 0
     agent = json.loads(capsys.readouterr().out)

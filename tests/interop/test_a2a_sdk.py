@@ -12,6 +12,8 @@ import json
 
 import pytest
 from a2a.utils.errors import TaskNotFoundError
+from a2a.utils.signing import create_signature_verifier
+from jwt.api_jwk import PyJWK
 
 from adapters.agent_card import verify_card
 from keys.keyset import KeySet
@@ -80,6 +82,10 @@ async def test_agent_card_points_at_the_gateway_and_is_signed_by_it(fleet: Fleet
     assert set(served["securitySchemes"]) == {"baton-mtls"}
     verified = verify_card(served, _gateway_keys(fleet))
     assert verified.card["name"] == "assistant"
+    # The SDK's own verifier (PyJWT) accepts it too, with the published key.
+    published = {key["kid"]: key for key in _gateway_keys(fleet).to_jwks()["keys"]}
+    sdk_verifier = create_signature_verifier(lambda kid, _jku: PyJWK(published[kid]), ["ES256"])
+    sdk_verifier(card)
     # The served card's signature is the gateway's, over the rewritten card.
     tampered = {**served, "name": "evil"}
     with pytest.raises(Exception, match="signature"):
