@@ -49,7 +49,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -69,6 +69,7 @@ __all__ = [
     "DEFAULT_VERSION",
     "KNOWN_VERSIONS",
     "LISTEN",
+    "LIST_TARGETS",
     "MCP_ERROR_CODES",
     "META_VERSION_KEY",
     "METHOD_HEADER",
@@ -81,6 +82,7 @@ __all__ = [
     "TERMINATE",
     "VERSION_HEADER",
     "decode_header_value",
+    "filter_listing",
     "mcp_session_id",
     "mrtr_request_state",
     "mrtr_result_state",
@@ -518,3 +520,52 @@ def _shown(value: Any) -> str:
     """A bounded ``repr`` of an attacker-supplied value, for an error's internal detail."""
     text = repr(value) if isinstance(value, str) else f"<{type(value).__name__}>"
     return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "..."
+
+
+#: List methods whose results name targets policy decides on: method -> (result
+#: member, target kind, the member of each item that names it).
+LIST_TARGETS: Final[Mapping[str, tuple[str, str, str]]] = MappingProxyType(
+    {
+        "tools/list": ("tools", "tool", "name"),
+        "prompts/list": ("prompts", "prompt", "name"),
+        "resources/list": ("resources", "resource", "uri"),
+    }
+)
+
+
+def filter_listing(
+    method: str,
+    message: bytes,
+    allowed: Callable[[str, str], bool],
+    *,
+    max_depth: int,
+) -> bytes | None:
+    """A ``tools/list`` / ``prompts/list`` / ``resources/list`` answer showing only
+    what ``allowed(kind, name)`` permits, or None when nothing was removed.
+
+    An agent is never offered a tool it may not call (least privilege: a model
+    that does not see a tool cannot be talked into calling it). ``message`` is
+    one JSON-RPC response (a JSON body or one SSE event's data). Anything that
+    is not a successful answer of that shape is left alone (None).
+    """
+    spec = LIST_TARGETS.get(method)
+    if spec is None:
+        return None
+    member, kind, key = spec
+    try:
+        value = loads(message, max_bytes=len(message), max_depth=max_depth)
+    except KeysError:
+        return None
+    result = value.get("result") if isinstance(value, dict) else None
+    if not isinstance(result, dict) or not isinstance(result.get(member), list):
+        return None
+    items: list[Any] = result[member]
+    kept = [
+        item
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get(key), str) and allowed(kind, item[key])
+    ]
+    if len(kept) == len(items):
+        return None
+    result[member] = kept
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

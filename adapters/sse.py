@@ -16,7 +16,7 @@ from typing import Final
 
 from protocol.errors import PayloadTooLarge
 
-__all__ = ["EventSplitter", "is_event_stream"]
+__all__ = ["EventSplitter", "event_data", "is_event_stream", "with_data"]
 
 _BOUNDARY: Final = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
@@ -50,3 +50,28 @@ class EventSplitter:
         """What is left when the stream ends (an unterminated last event), once."""
         rest, self._buffer = self._buffer, b""
         return rest
+
+
+def _lines(event: bytes) -> list[bytes]:
+    return event.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+
+
+def event_data(event: bytes) -> bytes:
+    """The ``data`` of one event: its ``data:`` lines joined by LF (WHATWG s9.2.6)."""
+    lines = []
+    for line in _lines(event):
+        if line.startswith(b"data:"):
+            value = line[5:]
+            lines.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(lines)
+
+
+def with_data(event: bytes, data: bytes) -> bytes:
+    """``event`` with its data replaced by ``data`` (one line); its other fields kept.
+
+    ``data`` must hold no line break (compact JSON never does).
+    """
+    if b"\n" in data or b"\r" in data:
+        raise ValueError("event data must be one line")
+    kept = [line for line in _lines(event) if line and not line.startswith(b"data:")]
+    return b"\n".join([*kept, b"data: " + data]) + b"\n\n"

@@ -39,6 +39,7 @@ from aiohttp import web
 from adapters import a2a, mcp
 from adapters.agent_card import parse_card, rewrite_card, sign_card, verify_card
 from adapters.jsonrpc import Call, parse_call, render_error
+from adapters.sse import event_data, with_data
 from keys.errors import KeysError
 from keys.keyset import KeySet
 from keys.material import PrivateKey
@@ -52,6 +53,7 @@ from protocol.errors import (
     TaskNotFound,
     UnsafeWebhook,
 )
+from protocol.policy import Policy
 from protocol.ports import MAX_BINDING_TEXT, BindingStore
 from protocol.webhooks import check_webhook_url
 
@@ -153,8 +155,9 @@ class Dialect:
 
     async def on_event(
         self, call: Call, event: bytes, *, caller: str, upstream: str, now: float
-    ) -> None:
-        """Bind what one server-sent event hands out."""
+    ) -> bytes:
+        """Bind what one server-sent event hands out; return the event to relay."""
+        return event
 
     def render(
         self, error: BatonError, *, call: Call | None, trace_id: str, http_method: str, path: str
@@ -193,10 +196,22 @@ def _handle_key(upstream: str, handle: str) -> str:
     return f"{upstream}/{handle}"
 
 
+#: The method that uses a target of each kind: a listing shows what that method may reach.
+_USE_METHOD: Final = {"tool": "tools/call", "prompt": "prompts/get", "resource": "resources/read"}
+
+
 class McpDialect(Dialect):
-    """MCP Streamable HTTP: sessions (handshake era) and request states (2026-07-28)."""
+    """MCP Streamable HTTP: sessions (handshake era) and request states (2026-07-28);
+    listings filtered to what the caller may use."""
 
     protocol = "mcp"
+
+    def __init__(
+        self, bindings: BindingStore, max_depth: int, *, policy: Policy, names: Mapping[str, str]
+    ) -> None:
+        super().__init__(bindings, max_depth)
+        self._policy = policy
+        self._names = names
 
     def parse(self, request: web.Request, body: bytes, tail: str) -> Call:
         headers = lowered_headers(request)
@@ -274,6 +289,10 @@ class McpDialect(Dialect):
         authority: str,
         now: float,
     ) -> bytes:
+        if status < 400 and body:
+            filtered = self._filtered(call, body, caller, upstream)
+            if filtered is not None:
+                return filtered
         if call.version in mcp.MODERN_VERSIONS and status < 400 and body:
             state = mcp.mrtr_result_state(body, max_depth=self._max_depth)
             if state is not None:
@@ -288,10 +307,12 @@ class McpDialect(Dialect):
 
     async def on_event(
         self, call: Call, event: bytes, *, caller: str, upstream: str, now: float
-    ) -> None:
-        """An ``input_required`` result may arrive as the stream's last event."""
-        data = _event_data(event)
-        if call.version in mcp.MODERN_VERSIONS and data:
+    ) -> bytes:
+        """An ``input_required`` result, or a listing, may arrive as an event."""
+        data = event_data(event)
+        if not data:
+            return event
+        if call.version in mcp.MODERN_VERSIONS:
             state = mcp.mrtr_result_state(data, max_depth=self._max_depth)
             if state is not None:
                 await self._bind(
@@ -301,6 +322,22 @@ class McpDialect(Dialect):
                     REQUEST_STATE_TTL_S,
                     now,
                 )
+        filtered = self._filtered(call, data, caller, upstream)
+        return event if filtered is None else with_data(event, filtered)
+
+    def _filtered(self, call: Call, message: bytes, caller: str, upstream: str) -> bytes | None:
+        """A listing answer without the targets ``caller`` may not use (ADR 0012)."""
+        if call.method not in mcp.LIST_TARGETS:
+            return None
+        name = self._names.get(caller)
+        if name is None:
+            return None
+
+        def allowed(kind: str, target: str) -> bool:
+            method = _USE_METHOD[kind]
+            return self._policy.allows(name, upstream, method, kind, target)
+
+        return mcp.filter_listing(call.method, message, allowed, max_depth=self._max_depth)
 
     def render(
         self, error: BatonError, *, call: Call | None, trace_id: str, http_method: str, path: str
@@ -435,11 +472,12 @@ class A2aDialect(Dialect):
 
     async def on_event(
         self, call: Call, event: bytes, *, caller: str, upstream: str, now: float
-    ) -> None:
-        data = _event_data(event)
+    ) -> bytes:
+        data = event_data(event)
         if data:
             task_id, _ = a2a.task_ids_in_event(data, max_depth=self._max_depth)
             await self._bind_task(task_id, caller, upstream, now)
+        return event
 
     async def _filter_tasks(
         self, call: Call, body: bytes, caller: str, upstream: str, now: float
@@ -528,16 +566,6 @@ class A2aDialect(Dialect):
         return Rendered(status, content_type, body)
 
 
-def _event_data(event: bytes) -> bytes:
-    """The ``data`` of one server-sent event (WHATWG HTML s9.2.6: lines joined by LF)."""
-    lines = []
-    for line in event.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
-        if line.startswith(b"data:"):
-            value = line[5:]
-            lines.append(value[1:] if value.startswith(b" ") else value)
-    return b"\n".join(lines)
-
-
 def _compact(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -553,10 +581,12 @@ def dialect_for(
     base_urls: Mapping[str, str],
     bearer: bool,
     relay_base: str,
+    policy: Policy,
+    names: Mapping[str, str],
     trusted_networks: Collection[str] = (),
 ) -> Dialect:
     if protocol == "mcp":
-        return McpDialect(bindings, max_depth)
+        return McpDialect(bindings, max_depth, policy=policy, names=names)
     if protocol == "a2a":
         return A2aDialect(
             bindings,

@@ -240,6 +240,8 @@ class Gateway:
                     bearer=bearer,
                     relay_base=config.gateway.relay_base(),
                     trusted_networks=config.gateway.webhook_trusted_networks,
+                    policy=runtime.policy,
+                    names={a.identity: a.name for a in runtime.agents_by_identity.values()},
                 )
         return {name: shared[upstream.config.protocol] for name, upstream in upstreams.items()}
 
@@ -722,10 +724,10 @@ class Gateway:
 
         call, dialect = exchange.call, exchange.dialect
 
-        async def relay(event: bytes) -> None:
+        async def relay(received: bytes) -> None:
             now = self._clock()
-            await dialect.on_event(
-                call, event, caller=agent.identity, upstream=upstream.name, now=now
+            event = await dialect.on_event(
+                call, received, caller=agent.identity, upstream=upstream.name, now=now
             )
             await self.recorder.entry(
                 event,

@@ -40,8 +40,12 @@ async def test_sdk_client_lists_and_calls_tools_through_the_gateway(
     ):
         expected_version = "2025-11-25" if mode == "legacy" else "2026-07-28"
         assert client.protocol_version == expected_version
+        # The server has echo, add and refund; support may call echo and add, and
+        # is offered nothing else (a model cannot be talked into an unseen tool).
         tools = await client.list_tools()
-        assert {tool.name for tool in tools.tools} >= {"echo", "add", "refund"}
+        assert {tool.name for tool in tools.tools} == {"echo", "add"}
+        prompts = await client.list_prompts()
+        assert [prompt.name for prompt in prompts.prompts] == ["apology"]
         echoed = await client.call_tool("echo", {"text": "hello gateway"})
         assert echoed.content[0].text == "echo: hello gateway"  # type: ignore[union-attr]
         added = await client.call_tool("add", {"a": 2, "b": 40})
@@ -59,6 +63,31 @@ async def test_sdk_client_lists_and_calls_tools_through_the_gateway(
     assert every_request_was_signed_by_the_gateway
     events = await fleet.audit_events()
     assert [e.reason for e in events if e.outcome == "rejected"] == ["policy_denied"]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_listings_show_each_caller_only_its_own_tools(fleet: Fleet, mode: str) -> None:
+    async with (
+        http_client(fleet.context("other"), fleet.signer("other")) as http,
+        mcp_client(fleet.mcp_url, http, mode=mode) as client,
+    ):
+        tools = await client.list_tools()
+        assert [tool.name for tool in tools.tools] == ["echo"]
+        prompts = await client.list_prompts()
+        assert prompts.prompts == []
+    # What the agent saw is what the transcript holds: the filtered listing.
+    conversations = {
+        headers.get("baton-conversation") for _, _, headers in fleet.mcp_seen.requests
+    }
+    bodies = []
+    for conversation in conversations - {None}:
+        for entry in await fleet.stores.transcripts.read(str(conversation)):
+            if entry.kind in ("response", "stream_event"):
+                bodies.append(
+                    await fleet.stores.transcripts.read_body(str(conversation), entry.seq) or b""
+                )
+    assert any(b'"echo"' in body for body in bodies)
+    assert not any(b'"refund"' in body for body in bodies)
 
 
 async def test_legacy_session_is_bound_to_the_identity_that_opened_it(fleet: Fleet) -> None:
