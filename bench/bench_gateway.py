@@ -1,7 +1,7 @@
 """Data-plane throughput and latency: Baton's stages against a bare proxy, in one run.
 
 Run: ``.venv/bin/python bench/bench_gateway.py [--rounds 3] [--duration 10] [--source REV]
-[--write]``
+[--workload jsonrpc,mcp,a2a] [--configs KEYS] [--write]``
 
 Every server runs in its own process, the load generator (``bench/loadgen``,
 Go, built by ``bench/loadgen/build.sh``) in another, so no two share a Python
@@ -23,11 +23,33 @@ starts one upstream (``bench/upstream.py``: aiohttp, mutual TLS, the
 * ``g2``: diagnostic, two ``stage_server.py --reuse-port`` processes (the
   full pipeline), i.e. ``--workers 2`` with both workers logging at WARNING.
 
-Requests: ``POST /u/billing/mcp``, a ~200-byte JSON-RPC ``tools/call``, signed
-by the ``support`` agent (``@method @target-uri @authority content-digest``,
-one unique nonce each, ``created`` = when the pool was built, just before
-its run; the freshness window is 60 s), ``Host`` = the server's address.
-The rows without replay protection reuse a pool cyclically (``-loop``).
+Requests (``--workload``, a comma-separated list; each workload gets its own
+bare proxy baseline, servers and table, in every round):
+
+* ``jsonrpc`` (default): ``POST /u/billing/mcp``, a ~200-byte JSON-RPC
+  ``tools/call`` to an upstream of ``protocol = "http"`` (policy on the
+  method only);
+* ``mcp``: ``POST /u/billing/mcp`` to an upstream of ``protocol = "mcp"``,
+  an MCP 2026-07-28 ``tools/call`` of the ``echo`` tool (stateless era: no
+  session) with ``MCP-Protocol-Version``, ``Mcp-Method`` and ``Mcp-Name``
+  matching the body; policy ``methods = ["tools/call"]``, ``tools =
+  ["echo"]``; the upstream answers a ``CallToolResult`` shaped like the MCP
+  SDK's;
+* ``a2a``: ``POST /u/billing/a2a`` to an upstream of ``protocol = "a2a"``, an
+  A2A v1.0 JSON-RPC ``SendMessage`` (a fresh ``messageId`` each) with
+  ``A2A-Version: 1.0``; policy ``methods = ["SendMessage"]``; the upstream
+  answers a completed Task whose task id is new on every answer, so the
+  gateway writes one task binding (``BindingStore``) per response.
+
+Every request is signed by the ``support`` agent (``@method @target-uri
+@authority content-digest`` and the protocol headers present:
+``mcp-protocol-version mcp-method mcp-name`` or ``a2a-version``), one unique
+nonce each, ``created`` = when the pool was built, just before its run (the
+freshness window is 60 s), ``Host`` = the server's address. The rows
+without replay protection reuse a pool cyclically (``-loop``). ``--configs``
+picks the configurations (for every workload); by default ``jsonrpc``
+measures all of them and ``mcp``/``a2a`` measure ``bare``, ``f`` (the full
+pipeline, SQLite, one worker) and ``g`` (``baton serve --workers 2``).
 
 Method, per round: all servers start; each one gets a closed-loop run (32
 keep-alive connections, warmup excluded) whose throughput is its
@@ -46,12 +68,15 @@ repeated once (the "other" column of the log). ``--source REV`` serves a
 do not mix code versions; without it, a change of the code under test
 between rounds is detected and flagged.
 
-Outputs: a table on stdout, ``bench/results/data_plane.json`` and
-``bench/results/data_plane.md``; ``--write`` also puts the table into
-``bench/RESULTS.md`` (between data-plane markers). Unless ``--no-profile``,
-the full pipeline is then sampled under load with py-spy (``pip install
-py-spy`` into the venv) and its top functions go to
-``bench/results/full_pipeline_profile.txt``.
+Outputs: a table per workload on stdout, ``data_plane.json`` and
+``data_plane.md`` in ``--results`` (default ``bench/results``); ``--write``
+also puts the tables into ``bench/RESULTS.md`` (between data-plane markers).
+The JSON keeps the ``jsonrpc`` workload's analysis at the top level (``rows``,
+``per_round``, ``goals``, as before) and the other workloads' under
+``workloads``; every raw measurement names its workload. Unless
+``--no-profile``, the full pipeline is then sampled under load with py-spy
+(``pip install py-spy`` into the venv; the ``jsonrpc`` workload if measured,
+else the first) and its top functions go to ``full_pipeline_profile.txt``.
 
 Work-around: for the two-worker rows the SQLite file is created in WAL mode
 before the workers start (see :func:`prepare_sqlite`).
@@ -81,7 +106,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -364,28 +391,144 @@ def request_body(index: int) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode()
 
 
+Headers = list[tuple[str, str]]
+
+
+def _compact(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def jsonrpc_request(index: int) -> tuple[bytes, Headers]:
+    """The generic workload: :func:`request_body`, no protocol headers."""
+    return request_body(index), []
+
+
+def mcp_request(index: int) -> tuple[bytes, Headers]:
+    """An MCP 2026-07-28 ``tools/call`` of ``echo`` and the headers that era requires.
+
+    ``MCP-Protocol-Version`` equals ``params._meta``'s version, ``Mcp-Method``
+    the method and ``Mcp-Name`` the tool (2026-07-28 transports, "Custom
+    Headers"), so the gateway's adapter accepts it; ``Accept`` as the SDK
+    client sends it.
+    """
+    message = {
+        "jsonrpc": "2.0",
+        "id": index,
+        "method": "tools/call",
+        "params": {
+            "name": "echo",
+            "arguments": {"text": f"refund A-{index % 1000000:06d}: duplicate charge, card 4242"},
+            "_meta": {MCP_META_VERSION: MCP_VERSION},
+        },
+    }
+    headers = [
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", MCP_VERSION),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "echo"),
+    ]
+    return _compact(message), headers
+
+
+def a2a_request(index: int) -> tuple[bytes, Headers]:
+    """An A2A v1.0 JSON-RPC ``SendMessage`` (spec s9) with a fresh ``messageId``."""
+    message = {
+        "jsonrpc": "2.0",
+        "id": f"req-{index}",
+        "method": "SendMessage",
+        "params": {
+            "message": {
+                "messageId": str(uuid.uuid4()),
+                "role": "ROLE_USER",
+                "parts": [{"text": f"refund A-{index % 1000000:06d}: duplicate charge, card 4242"}],
+            },
+            "configuration": {},
+        },
+    }
+    return _compact(message), [("a2a-version", "1.0")]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the load generator sends, and how the generated baton.toml serves it."""
+
+    key: str
+    title: str
+    path: str  # request path at the gateway (``/u/billing/...``)
+    protocol: str  # the upstream's ``protocol`` in baton.toml
+    policy: str  # the ``[[policy.allow]]`` lines after ``upstream = "billing"``
+    build: Callable[[int], tuple[bytes, Headers]]  # index -> body, protocol headers
+    #: Headers the signature covers after ``COMPONENTS`` (the ones ``build`` sends).
+    covered: tuple[str, ...]
+    configs: tuple[str, ...]  # the configurations measured unless --configs says otherwise
+    upstream_answer: str
+
+    def describe(self) -> str:
+        body, headers = self.build(0)
+        sent = ", ".join(f"`{name}`" for name, _ in headers) or "none"
+        policy = "; ".join(self.policy.strip().splitlines())
+        return (
+            f"Requests: `POST {self.path}`, {self.title} (~{len(body)}-byte body; extra "
+            f"headers: {sent}), signed over `{' '.join((*COMPONENTS, *self.covered))}`. "
+            f'Upstream `protocol = "{self.protocol}"`, policy `{policy}`. '
+            f"The upstream answers {self.upstream_answer}."
+        )
+
+
+MCP_VERSION = "2026-07-28"
+MCP_META_VERSION = "io.modelcontextprotocol/protocolVersion"
+WORKLOADS = {
+    w.key: w
+    for w in (
+        Workload(
+            "jsonrpc", "a generic JSON-RPC `tools/call`", REQUEST_PATH, "http",
+            'methods = ["tools/call"]\n', jsonrpc_request, (), tuple(c.key for c in CONFIGS),
+            "a fixed JSON-RPC result",
+        ),
+        Workload(
+            "mcp", f"MCP {MCP_VERSION} `tools/call` of the `echo` tool (stateless, no session)",
+            "/u/billing/mcp", "mcp", 'methods = ["tools/call"]\ntools = ["echo"]\n',
+            mcp_request, ("mcp-protocol-version", "mcp-method", "mcp-name"), ("bare", "f", "g"),
+            "a `CallToolResult` shaped like the MCP SDK's (`resultType: complete`)",
+        ),
+        Workload(
+            "a2a", "A2A v1.0 JSON-RPC `SendMessage`", "/u/billing/a2a", "a2a",
+            'methods = ["SendMessage"]\n', a2a_request, ("a2a-version",), ("bare", "f", "g"),
+            "a completed Task with a new task id and context id each time: the gateway binds "
+            "every answer's task to the caller (one BindingStore write per response)",
+        ),
+    )
+}  # fmt: skip
+
+
 _POOL_KEY: PrivateKey | None = None  # set before forking the signing workers
 
 
-def _pool_chunk(job: tuple[int, int, str, int]) -> str:
-    start, count, authority, created = job
+def _pool_chunk(job: tuple[int, int, str, int, str]) -> str:
+    start, count, authority, created, workload_key = job
     key = _POOL_KEY
     assert key is not None
-    url = f"https://{authority}{REQUEST_PATH}"
+    workload = WORKLOADS[workload_key]
+    url = f"https://{authority}{workload.path}"
+    components = (*COMPONENTS, *workload.covered)
     lines = []
     for index in range(start, start + count):
-        body = request_body(index)
-        headers = [("content-type", "application/json"), ("content-digest", content_digest(body))]
+        body, extra = workload.build(index)
+        headers = [
+            ("content-type", "application/json"),
+            *extra,
+            ("content-digest", content_digest(body)),
+        ]
         signature_input, signature = sign(
             HttpRequest("POST", url, headers),
             key,
-            components=COMPONENTS,
+            components=components,
             created=created,
             nonce=secrets.token_urlsafe(16),
         )
         entry = {
             "method": "POST",
-            "path": REQUEST_PATH,
+            "path": workload.path,
             "headers": [
                 ["host", authority],
                 *[list(pair) for pair in headers],
@@ -404,14 +547,19 @@ def _worker_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def write_pool(path: Path, key: PrivateKey, authority: str, count: int) -> float:
-    """Sign ``count`` fresh requests for ``authority`` into ``path``; return seconds taken."""
+def write_pool(
+    path: Path, key: PrivateKey, authority: str, count: int, workload: str = "jsonrpc"
+) -> float:
+    """Sign ``count`` fresh ``workload`` requests for ``authority`` into ``path``; return
+    seconds taken."""
     global _POOL_KEY  # noqa: PLW0603
     started = time.monotonic()
     _POOL_KEY = key
     created = int(time.time())
     chunk = 5000
-    jobs = [(i, min(chunk, count - i), authority, created) for i in range(0, count, chunk)]
+    jobs = [
+        (i, min(chunk, count - i), authority, created, workload) for i in range(0, count, chunk)
+    ]
     with path.open("w") as out:
         if count <= 2 * chunk:
             for job in jobs:
@@ -485,8 +633,17 @@ class Setup:
         self.gateway_key = self.folder.gateway / "tls.key"
 
 
-def write_baton_toml(setup: Setup, home: Path, *, port: int, admin_port: int, store: str) -> None:
-    """``home/baton.toml`` (``home/.baton`` links to the one data folder)."""
+def write_baton_toml(
+    setup: Setup,
+    home: Path,
+    *,
+    port: int,
+    admin_port: int,
+    store: str,
+    workload: Workload = WORKLOADS["jsonrpc"],
+) -> None:
+    """``home/baton.toml`` (``home/.baton`` links to the one data folder): the ``billing``
+    upstream speaks ``workload``'s protocol, and ``support`` may make its call."""
     home.mkdir(parents=True, exist_ok=True)
     link = home / ".baton"
     if not link.exists():
@@ -495,6 +652,7 @@ def write_baton_toml(setup: Setup, home: Path, *, port: int, admin_port: int, st
         store_toml = f'kind = "redis"\nurl = "{REDIS_URL}"\nprefix = "{setup.redis_prefix}"'
     else:
         store_toml = f'kind = "sqlite"\npath = "{home / "baton.db"}"'
+    protocol = "" if workload.protocol == "http" else f'protocol = "{workload.protocol}"\n'
     (home / "baton.toml").write_text(
         f"""trust_domain = "{TRUST_DOMAIN}"
 
@@ -521,12 +679,11 @@ signatures = "required"
 [[upstreams]]
 name = "billing"
 url = "https://127.0.0.1:{setup.upstream_port}"
-
+{protocol}
 [[policy.allow]]
 caller = "support"
 upstream = "billing"
-methods = ["tools/call"]
-""",
+{workload.policy}""",
         encoding="utf-8",
     )
 
@@ -546,7 +703,9 @@ def prepare_sqlite(path: Path) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
 
 
-def make_server(setup: Setup, config: Config, round_dir: Path) -> Server:
+def make_server(
+    setup: Setup, config: Config, round_dir: Path, workload: Workload = WORKLOADS["jsonrpc"]
+) -> Server:
     port = free_port()
     logs = round_dir / f"{config.key}.log"
     if config.kind == "bare":
@@ -560,7 +719,9 @@ def make_server(setup: Setup, config: Config, round_dir: Path) -> Server:
         return Server(config.key, argv, port, logs)
     home = round_dir / config.key
     admin_port = free_port()
-    write_baton_toml(setup, home, port=port, admin_port=admin_port, store=config.store)
+    write_baton_toml(
+        setup, home, port=port, admin_port=admin_port, store=config.store, workload=workload
+    )
     if config.workers > 1 and config.store == "sqlite":
         prepare_sqlite(home / "baton.db")
     if config.kind == "cli":
@@ -601,6 +762,7 @@ class Measurement:
     busy_s: float  # the whole machine's busy CPU time during the run
     wall_s: float  # the load generator's run, setup and warmup included
     stages: dict[str, dict[str, float]] | None  # the gateway's stage histograms, this run
+    workload: str = "jsonrpc"
 
     @property
     def unattributed_cores(self) -> float:
@@ -622,6 +784,7 @@ class Measurement:
         sent = max(self.sent, 1)
         return {
             "config": self.config,
+            "workload": self.workload,
             "mode": self.mode,
             "target_rate": self.rate,
             "rps": r["rps"],
@@ -653,8 +816,10 @@ class Bench:
         self.setup = setup
         self.upstream = upstream
         self.duration: float = args.duration
-        self.keys: list[str] = args.configs
+        #: Workload -> the configuration keys measured for it (bare first), in run order.
+        self.plan: dict[str, list[str]] = args.plan
         self.retry_noisy: bool = args.retry_noisy
+        self.quiet_wait: float = args.quiet_wait
 
     def measure(
         self,
@@ -664,14 +829,22 @@ class Bench:
         *,
         rate: float | None,
         ceiling: float,
+        workload: Workload,
     ) -> Measurement:
         """:meth:`measure_once`, repeated once (after a wait for quiet) if other processes
         took more than ``NOISY`` cores during it."""
-        m = self.measure_once(config, server, round_dir, rate=rate, ceiling=ceiling)
+        m = self.measure_once(
+            config, server, round_dir, rate=rate, ceiling=ceiling, workload=workload
+        )
         if m.unattributed_cores > NOISY and self.retry_noisy:
             wait_quiet(60)
-            log(f"  {config.key}: repeated, {m.unattributed_cores:.2f} cores busy elsewhere")
-            m = self.measure_once(config, server, round_dir, rate=rate, ceiling=ceiling)
+            log(
+                f"  {_tag(workload, config)}: repeated, {m.unattributed_cores:.2f} cores busy "
+                "elsewhere"
+            )
+            m = self.measure_once(
+                config, server, round_dir, rate=rate, ceiling=ceiling, workload=workload
+            )
         return m
 
     def measure_once(
@@ -682,6 +855,7 @@ class Bench:
         *,
         rate: float | None,
         ceiling: float,
+        workload: Workload,
     ) -> Measurement:
         """One closed-loop (``rate`` None; pool sized from ``ceiling`` req/s) or open-loop run."""
         loop = not config.replay
@@ -693,7 +867,7 @@ class Bench:
             count = int(rate * (self.duration + 1) * 1.05) + warmup
             count = min(count, 20000) if loop else count
         pool = round_dir / "pool.jsonl"
-        pool_s = write_pool(pool, self.setup.key, f"127.0.0.1:{server.port}", count)
+        pool_s = write_pool(pool, self.setup.key, f"127.0.0.1:{server.port}", count, workload.key)
         stages0 = scrape_stages(server.metrics_port)
         cpu0, up0, busy0, wall0 = server.cpu(), self.upstream.cpu(), busy_cpu(), time.monotonic()
         if config.kind == "upstream":
@@ -724,21 +898,36 @@ class Bench:
             busy,
             wall,
             stages,
+            workload.key,
         )
         s = m.summary()
         bad = s["non2xx"] + s["errors"]
         log(
-            f"  {config.key:6} {m.mode:6} {s['rps']:8.0f} req/s  p50 {s['p50_ms']:6.2f} ms  "
-            f"p99 {s['p99_ms']:7.2f} ms  cpu {s['server_cpu_us_per_req']:5.0f} us/req"
-            f"  other {s['unattributed_cores']:.2f} cores"
+            f"  {_tag(workload, config):6} {m.mode:6} {s['rps']:8.0f} req/s  "
+            f"p50 {s['p50_ms']:6.2f} ms  p99 {s['p99_ms']:7.2f} ms  "
+            f"cpu {s['server_cpu_us_per_req']:5.0f} us/req  "
+            f"other {s['unattributed_cores']:.2f} cores"
             + (f"  NOT OK: {bad} ({s['status']}, {result.get('error_kinds')})" if bad else "")
         )
         return m
 
     def round(self, index: int) -> list[Measurement]:
-        round_dir = self.setup.tmp / f"round{index}"
+        """Every workload of the plan, one after the other, each with its own servers."""
+        out: list[Measurement] = []
+        for position, (workload, keys) in enumerate(self.plan.items()):
+            if position:
+                wait_quiet(min(self.quiet_wait, 60))
+            out += self.workload_round(index, WORKLOADS[workload], keys)
+        return out
+
+    def workload_round(self, index: int, workload: Workload, keys: list[str]) -> list[Measurement]:
+        """One round of one workload: closed loops, then open loops (module docstring)."""
+        suffix = "" if workload.key == "jsonrpc" else f"-{workload.key}"
+        round_dir = self.setup.tmp / f"round{index}{suffix}"
         round_dir.mkdir()
-        order = [BY_KEY[key] for key in self.keys if key != "bare"]
+        if len(self.plan) > 1:
+            log(f" workload {workload.key}")
+        order = [BY_KEY[key] for key in keys if key != "bare"]
         if index % 2:
             order.reverse()
         order.insert(0, BY_KEY["bare"])
@@ -749,7 +938,7 @@ class Bench:
                 if config.kind == "upstream":
                     servers[config.key] = self.upstream
                     continue
-                server = make_server(self.setup, config, round_dir)
+                server = make_server(self.setup, config, round_dir, workload)
                 servers[config.key] = server  # stopped below even if it fails to start
                 server.start(copies=config.workers if config.kind == "stage" else 1)
             # Closed loop: saturation.
@@ -758,7 +947,14 @@ class Bench:
                 ceiling = saturation.get("bare", 20000.0)
                 if config.workers > 1:
                     ceiling *= 1.5
-                m = self.measure(config, servers[config.key], round_dir, rate=None, ceiling=ceiling)
+                m = self.measure(
+                    config,
+                    servers[config.key],
+                    round_dir,
+                    rate=None,
+                    ceiling=ceiling,
+                    workload=workload,
+                )
                 saturation[config.key] = m.result["rps"]
                 out.append(m)
             # Open loop: half the bare proxy's saturation where sustainable, else a lower tier.
@@ -768,11 +964,25 @@ class Bench:
             for config in order:
                 rate = lo if config.key in slow else hi
                 assert rate is not None
-                m = self.measure(config, servers[config.key], round_dir, rate=rate, ceiling=rate)
+                m = self.measure(
+                    config,
+                    servers[config.key],
+                    round_dir,
+                    rate=rate,
+                    ceiling=rate,
+                    workload=workload,
+                )
                 out.append(m)
             if lo is not None:
                 out.append(
-                    self.measure(BY_KEY["bare"], servers["bare"], round_dir, rate=lo, ceiling=lo)
+                    self.measure(
+                        BY_KEY["bare"],
+                        servers["bare"],
+                        round_dir,
+                        rate=lo,
+                        ceiling=lo,
+                        workload=workload,
+                    )
                 )
         finally:
             for key, server in servers.items():
@@ -781,6 +991,11 @@ class Bench:
             cleanup_redis(self.setup.redis_prefix)
             shutil.rmtree(round_dir, ignore_errors=True)
         return out
+
+
+def _tag(workload: Workload, config: Config) -> str:
+    """A configuration's name in the log: ``f``, or ``mcp:f`` for a protocol workload."""
+    return config.key if workload.key == "jsonrpc" else f"{workload.key}:{config.key}"
 
 
 def cleanup_redis(prefix: str) -> int:
@@ -807,8 +1022,17 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _rung(key: str, measured: dict[str, Any]) -> str | None:
+    """The nearest configuration below ``key`` on the ladder that was measured (``PREVIOUS``
+    followed past the ones left out), for the CPU-per-request difference."""
+    below = PREVIOUS.get(key)
+    while below is not None and below not in measured:
+        below = PREVIOUS.get(below)
+    return below
+
+
 def analyse(rounds: list[list[Measurement]], keys: list[str]) -> dict[str, Any]:
-    """Per-configuration medians over rounds of per-round values."""
+    """Per-configuration medians over rounds of per-round values (one workload's rounds)."""
     rows: dict[str, dict[str, Any]] = {}
     per_round: list[dict[str, Any]] = []
     for measurements in rounds:
@@ -826,10 +1050,11 @@ def analyse(rounds: list[list[Measurement]], keys: list[str]) -> dict[str, Any]:
             if key not in closed:
                 continue
             entry: dict[str, Any] = {"closed": closed[key], "ratio": closed[key]["rps"] / bare_rps}
-            previous = closed.get(PREVIOUS.get(key, ""))
-            if previous is not None:
+            rung = _rung(key, closed)
+            if rung is not None:
                 cpu = "server_cpu_us_per_req"
-                entry["cpu_delta_us"] = closed[key][cpu] - previous[cpu]
+                entry["cpu_rung"] = rung
+                entry["cpu_delta_us"] = closed[key][cpu] - closed[rung][cpu]
             runs = [(rate, s) for (other, rate), s in opened.items() if other == key]
             if key == "bare":
                 runs = [(hi, bare_open[hi])]
@@ -862,12 +1087,14 @@ def analyse(rounds: list[list[Measurement]], keys: list[str]) -> dict[str, Any]:
             return _median(values)
 
         tiers = Counter(str(entry.get("tier")) for entry in entries)
+        rungs = Counter(entry["cpu_rung"] for entry in entries if "cpu_rung" in entry)
         rows[key] = {
             "label": BY_KEY[key].label,
             "rps": med(("closed", "rps")),
             "ratio": med(("ratio",)),
             "server_cpu_us_per_req": med(("closed", "server_cpu_us_per_req")),
             "cpu_delta_us": med(("cpu_delta_us",)),
+            "cpu_rung": rungs.most_common(1)[0][0] if rungs else None,
             "upstream_cpu_us_per_req": med(("closed", "upstream_cpu_us_per_req")),
             "loadgen_cpu_us_per_req": med(("closed", "loadgen_cpu_us_per_req")),
             "closed_p50_ms": med(("closed", "p50_ms")),
@@ -984,14 +1211,28 @@ def code_under_test(meta: dict[str, Any]) -> str:
     return text
 
 
-def render(analysis: dict[str, Any], meta: dict[str, Any]) -> str:
-    rows = analysis["rows"]
+def render(analyses: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The Markdown tables: one section per workload (none for a ``jsonrpc``-only run, whose
+    output is as it was before workloads existed)."""
     lines = [
         f"Code under test: {code_under_test(meta)}. Machine: {meta['machine']}. "
         f"{meta['rounds']} round(s), median per configuration; "
-        f"{meta['duration_s']:.0f} s per measurement, {meta['connections']} keep-alive "
+        f"{meta['duration_s']:g} s per measurement, {meta['connections']} keep-alive "
         f"connections, TLS 1.3 with client certificates throughout.",
-        "",
+    ]
+    sections = list(analyses) != ["jsonrpc"]
+    for name, analysis in analyses.items():
+        workload = WORKLOADS[name]
+        if sections:
+            lines += ["", f"### Workload `{name}`", "", workload.describe()]
+        lines += ["", *render_workload(analysis)]
+    return "\n".join(lines) + "\n"
+
+
+def render_workload(analysis: dict[str, Any]) -> list[str]:
+    """One workload's table, stage histograms, noise and goals."""
+    rows = analysis["rows"]
+    lines = [
         "| configuration | req/s | vs bare | server CPU us/req (+ vs rung) | open-loop rate "
         "| p50 ms | p99 ms | added p50 ms | added p99 ms |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|",
@@ -1002,7 +1243,7 @@ def render(analysis: dict[str, Any], meta: dict[str, Any]) -> str:
             rate = f"{row['open_rate']:.0f}/s ({row['rate_of_bare']:.0%} of bare, {row['tier']})"
         cpu = f"{row['server_cpu_us_per_req']:.0f}"
         if row["cpu_delta_us"] is not None:
-            cpu += f" ({row['cpu_delta_us']:+.0f} vs {PREVIOUS[key]})"
+            cpu += f" ({row['cpu_delta_us']:+.0f} vs {row['cpu_rung']})"
         added50 = _ms(row["added_p50_ms"], signed=True) if key != "bare" else "(base)"
         added99 = _ms(row["added_p99_ms"], signed=True) if key != "bare" else "(base)"
         lines.append(
@@ -1045,18 +1286,21 @@ def render(analysis: dict[str, Any], meta: dict[str, Any]) -> str:
             f"(other processes on the VM, loopback softirqs): median {noise['median']:.2f} "
             f"cores, max {noise['max']:.2f} of {os.cpu_count()}.",
         ]
-    lines += ["", "Goals:", ""]
+    if analysis["goals"]:
+        lines += ["", "Goals:", ""]
     for goal in analysis["goals"]:
         verdict = "PASS" if goal["pass"] else "FAIL"
         lines.append(f"- {verdict}: {goal['goal']}: {goal['value']}")
     bad = {key: row["bad"] for key, row in rows.items() if row["bad"]}
     if bad:
         lines += ["", f"Non-2xx responses or transport errors (see the JSON): {bad}"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # ---------------------------------------------------------------------- profile
-def profile(setup: Setup, duration: float, tmp: Path) -> str | None:
+def profile(
+    setup: Setup, duration: float, tmp: Path, workload: Workload = WORKLOADS["jsonrpc"]
+) -> str | None:
     """Sample the full pipeline with py-spy under closed-loop load; top functions as text."""
     spy = Path(PYTHON).parent / "py-spy"
     if not spy.exists():
@@ -1064,14 +1308,14 @@ def profile(setup: Setup, duration: float, tmp: Path) -> str | None:
         return None
     round_dir = tmp / "profile"
     round_dir.mkdir()
-    server = make_server(setup, BY_KEY["f"], round_dir)
+    server = make_server(setup, BY_KEY["f"], round_dir, workload)
     raw = round_dir / "stacks.txt"
     try:
         server.start()
         warmup = 1000
         count = 60000
         pool = round_dir / "pool.jsonl"
-        write_pool(pool, setup.key, f"127.0.0.1:{server.port}", count)
+        write_pool(pool, setup.key, f"127.0.0.1:{server.port}", count, workload.key)
         pid = server.procs[0].pid
         recorder = subprocess.Popen(  # noqa: S603
             [str(spy), "record", "--pid", str(pid), *PROFILE_FLAGS, "--format", "raw",
@@ -1086,7 +1330,10 @@ def profile(setup: Setup, duration: float, tmp: Path) -> str | None:
             return None
     finally:
         server.stop()
-    return summarise_stacks(raw.read_text(), result["rps"])
+    text = summarise_stacks(raw.read_text(), result["rps"])
+    if workload.key != "jsonrpc":
+        text = f"Workload {workload.key}: {workload.title}.\n" + text
+    return text
 
 
 def summarise_stacks(text: str, rps: float, top: int = 15) -> str:
@@ -1176,8 +1423,16 @@ def working_tree_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def write_results_md(table: str, command: str) -> None:
+def write_results_md(table: str, command: str, workloads: list[str]) -> None:
     path = ROOT / "bench" / "RESULTS.md"
+    about_workloads = []
+    if workloads != ["jsonrpc"]:
+        about_workloads = [
+            "Workloads (`--workload`): `jsonrpc` is a generic JSON-RPC upstream (policy on the",
+            "method); `mcp` (MCP 2026-07-28 `tools/call`) and `a2a` (A2A v1.0 `SendMessage`,",
+            "a new task bound to the caller per answer) go through the protocol adapters. Each",
+            "workload has its own table and its own bare-proxy baseline (the same requests).",
+        ]
     section = "\n".join(
         [
             BEGIN,
@@ -1196,6 +1451,7 @@ def write_results_md(table: str, command: str) -> None:
             'most 2/3 of the configuration\'s own saturation; otherwise "lo" = half the',
             "saturation of the slowest configuration, with the bare proxy measured again there.",
             "Profile and raw data: `bench/results/`.",
+            *about_workloads,
             "",
             "Reproduce:",
             "",
@@ -1225,9 +1481,17 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
+        "--workload",
+        default="jsonrpc",
+        help=f"comma-separated, measured one after the other in each round: {', '.join(WORKLOADS)}",
+    )
+    parser.add_argument(
         "--configs",
-        default=",".join(config.key for config in CONFIGS),
-        help="comma-separated keys (bare is always measured)",
+        help="comma-separated configuration keys, for every workload (bare is always "
+        "measured); default: all for jsonrpc, "
+        + ", ".join(
+            f"{','.join(w.configs)} for {w.key}" for w in WORKLOADS.values() if w.key != "jsonrpc"
+        ),
     )
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--write", action="store_true", help="also update bench/RESULTS.md")
@@ -1253,13 +1517,20 @@ def main() -> None:
         "adapters/ into the temporary folder) instead of the working tree",
     )
     args = parser.parse_args()
-    keys = [key.strip() for key in args.configs.split(",") if key.strip()]
-    unknown = set(keys) - set(BY_KEY)
-    if unknown:
-        parser.error(f"unknown configurations {sorted(unknown)}")
-    if "bare" not in keys:
-        keys.insert(0, "bare")
-    args.configs = [key for key in BY_KEY if key in keys]
+    workloads = list(dict.fromkeys(w.strip() for w in args.workload.split(",") if w.strip()))
+    unknown = set(workloads) - set(WORKLOADS)
+    if unknown or not workloads:
+        parser.error(f"unknown workloads {sorted(unknown)}; known: {', '.join(WORKLOADS)}")
+    chosen: list[str] | None = None
+    if args.configs is not None:
+        chosen = [key.strip() for key in args.configs.split(",") if key.strip()]
+        unknown = set(chosen) - set(BY_KEY)
+        if unknown:
+            parser.error(f"unknown configurations {sorted(unknown)}")
+    args.plan = {}
+    for name in workloads:
+        keys = {"bare", *(chosen if chosen is not None else WORKLOADS[name].configs)}
+        args.plan[name] = [key for key in BY_KEY if key in keys]
     if not LOADGEN.exists():
         subprocess.run([str(ROOT / "bench" / "loadgen" / "build.sh")], check=True)  # noqa: S603
 
@@ -1321,7 +1592,8 @@ def main() -> None:
             rounds.append(bench.round(index))
             if not args.source:
                 source["fingerprints"].append(working_tree_fingerprint())
-        profile_text = profile(setup, args.duration, tmp) if args.profile else None
+        profiled = WORKLOADS["jsonrpc" if "jsonrpc" in args.plan else workloads[0]]
+        profile_text = profile(setup, args.duration, tmp, profiled) if args.profile else None
     finally:
         if upstream is not None:
             upstream.stop()
@@ -1336,6 +1608,7 @@ def main() -> None:
         "rounds": args.rounds,
         "duration_s": args.duration,
         "connections": args.connections,
+        "workloads": args.plan,
         "harness_s": round(elapsed),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         **source,
@@ -1344,23 +1617,32 @@ def main() -> None:
         meta["code_changed"] = len(set(source["fingerprints"])) > 1
         if meta["code_changed"]:
             log("WARNING: the code under test changed during the run; rounds are not comparable")
-    analysis = analyse(rounds, args.configs)
-    table = render(analysis, meta)
+    analyses = {
+        name: analyse([[m for m in ms if m.workload == name] for ms in rounds], keys)
+        for name, keys in args.plan.items()
+    }
+    table = render(analyses, meta)
     command = ".venv/bin/python bench/bench_gateway.py" + (" --write" if args.write else "")
     if args.rounds != 3 or args.duration != 10.0:
         command += f" --rounds {args.rounds} --duration {args.duration:g}"
     if args.source:
         command += f" --source {args.source}"
+    if workloads != ["jsonrpc"]:
+        command += f" --workload {','.join(workloads)}"
+    if args.configs is not None:
+        command += f" --configs {args.configs}"
     print(table)
     if profile_text:
         print(profile_text)
     results: Path = args.results
     results.mkdir(parents=True, exist_ok=True)
     raw = [[m.summary() for m in measurements] for measurements in rounds]
-    (results / "data_plane.json").write_text(
-        json.dumps({"meta": meta, **analysis, "measurements": raw, "command": command}, indent=1)
-        + "\n"
-    )
+    others = {name: analysis for name, analysis in analyses.items() if name != "jsonrpc"}
+    document = {"meta": meta, **analyses.get("jsonrpc", {})}
+    if others:
+        document["workloads"] = others
+    document |= {"measurements": raw, "command": command}
+    (results / "data_plane.json").write_text(json.dumps(document, indent=1) + "\n")
     (results / "data_plane.md").write_text(
         "# Data plane benchmark\n\n"
         f"`{command}` ({meta['date']}, {elapsed / 60:.1f} min)\n\n" + table
@@ -1368,7 +1650,7 @@ def main() -> None:
     if profile_text:
         (results / "full_pipeline_profile.txt").write_text(profile_text)
     if args.write:
-        write_results_md(table, command)
+        write_results_md(table, command, workloads)
     log(f"done in {elapsed / 60:.1f} min")
 
 

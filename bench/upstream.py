@@ -7,35 +7,88 @@ Run by ``bench/bench_gateway.py`` in its own process::
 It holds the ``billing`` agent's certificate (the gateway pins that SPIFFE
 ID), requires a client certificate from the dev CA (the gateway presents its
 own; the load generator presents the ``support`` agent's in the "direct"
-row), and answers every request with
-``{"jsonrpc": "2.0", "id": <the request's id>, "result": {...}}``. It prints
-``READY <port>`` once listening and stops on SIGTERM or SIGINT.
+row), and answers every request with ``{"jsonrpc": "2.0", "id": <the
+request's id>, "result": ...}``, the result shaped by the protocol the
+request's headers name (the gateway and the bare proxy forward them):
+
+* ``Mcp-Method`` present (an MCP 2026-07-28 ``tools/call`` of the ``echo``
+  tool): a ``CallToolResult`` as the MCP SDK writes it, ``{"content": [{"type":
+  "text", "text": <arguments.text>}], "isError": false, "resultType":
+  "complete"}``;
+* ``A2A-Version`` present (an A2A v1.0 JSON-RPC ``SendMessage``): a completed
+  ``Task`` (``{"task": {...}}``, the SDK's proto JSON) with a task id and a
+  context id unique to this request, so that the gateway binds a new task to
+  its caller on every answer;
+* otherwise (the generic JSON-RPC workload): a fixed ``tools/call`` result.
+
+Per request it parses the small body once and writes one small JSON answer,
+so its CPU stays well below the gateway's. It prints ``READY <port>`` once
+listening and stops on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import secrets
 import signal
 import ssl
+from typing import Any
 
 from aiohttp import web
 
 _RESULT = {"content": [{"type": "text", "text": "refund A-000123: 42.50 EUR, settled"}]}
+#: Task and context ids: unique per answer, and per upstream process (the prefix).
+_PREFIX = secrets.token_hex(4)
+_SERIAL = itertools.count()
+
+
+def _mcp_result(message: dict[str, Any]) -> dict[str, Any]:
+    """The ``echo`` tool's ``CallToolResult`` (MCP 2026-07-28 ``resultType`` included)."""
+    try:
+        text = message["params"]["arguments"]["text"]
+    except (KeyError, TypeError):
+        text = ""
+    return {"content": [{"type": "text", "text": text}], "isError": False, "resultType": "complete"}
+
+
+def _a2a_result(message: dict[str, Any]) -> dict[str, Any]:
+    """A ``SendMessageResponse`` holding a completed ``Task`` with fresh task and context ids."""
+    try:
+        text = message["params"]["message"]["parts"][0]["text"]
+    except (KeyError, IndexError, TypeError):
+        text = ""
+    serial = next(_SERIAL)
+    return {
+        "task": {
+            "id": f"task-{_PREFIX}-{serial}",
+            "contextId": f"ctx-{_PREFIX}-{serial}",
+            "status": {"state": "TASK_STATE_COMPLETED"},
+            "artifacts": [{"artifactId": f"art-{serial}", "parts": [{"text": text}]}],
+        }
+    }
 
 
 async def _handle(request: web.Request) -> web.Response:
     body = await request.read()
-    rpc_id = None
+    message: Any = None
     if body:
         try:
             message = json.loads(body)
         except ValueError:
             message = None
-        if isinstance(message, dict):
-            rpc_id = message.get("id")
-    answer = {"jsonrpc": "2.0", "id": rpc_id, "result": _RESULT}
+    if not isinstance(message, dict):
+        message = {}
+    headers = request.headers
+    if "mcp-method" in headers:
+        result = _mcp_result(message)
+    elif "a2a-version" in headers:
+        result = _a2a_result(message)
+    else:
+        result = _RESULT
+    answer = {"jsonrpc": "2.0", "id": message.get("id"), "result": result}
     return web.Response(body=json.dumps(answer).encode(), content_type="application/json")
 
 
