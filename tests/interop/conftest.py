@@ -176,7 +176,7 @@ webhook_hosts = {webhooks}
 caller = "support"
 upstream = "payments"
 methods = {methods}
-tools = ["echo", "add"]
+tools = ["echo", "add", "confirm_refund"]
 resources = ["docs://*"]
 prompts = ["apology"]
 
@@ -184,7 +184,7 @@ prompts = ["apology"]
 caller = "other"
 upstream = "payments"
 methods = {methods}
-tools = ["echo"]
+tools = ["echo", "confirm_refund"]
 
 [[policy.allow]]
 caller = "support"

@@ -13,20 +13,39 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Elicit, MCPServer, Resolve
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import BaseModel
 from starlette.applications import Starlette
 
 from adapters.agent import RequestSigner
 
 
+class Confirmation(BaseModel):
+    """What the ``confirm_refund`` tool asks the user (an MCP elicitation)."""
+
+    approve: bool
+
+
+def ask_approval(order: str) -> Elicit[Confirmation]:
+    """Resolver: elicit a confirmation (2026-07-28: an MRTR ``input_required`` round)."""
+    return Elicit(f"Refund order {order}?", Confirmation)
+
+
 def build_mcp_server(name: str = "payments") -> MCPServer:
     server = MCPServer(name)
+
+    @server.tool()
+    def confirm_refund(
+        order: str, confirmation: Annotated[Confirmation, Resolve(ask_approval)]
+    ) -> str:
+        """Refund after the user confirms (exercises elicitation / MRTR)."""
+        return f"{'refunded' if confirmation.approve else 'kept'} {order}"
 
     @server.tool()
     def echo(text: str) -> str:
@@ -80,9 +99,13 @@ def http_client(context: ssl.SSLContext, signer: RequestSigner | None) -> httpx2
 
 @asynccontextmanager
 async def mcp_client(
-    url: str, http: httpx2.AsyncClient, *, mode: str = "auto"
+    url: str, http: httpx2.AsyncClient, *, mode: str = "auto", elicitation_callback: Any = None
 ) -> AsyncIterator[Client]:
     """The SDK's client connected to ``url`` through ``http`` (``mode``: legacy, auto, version)."""
     transport = streamable_http_client(url, http_client=http)
-    async with Client(transport, mode=mode) as client:
+    async with Client(
+        transport,
+        mode=mode,  # type: ignore[arg-type]
+        elicitation_callback=elicitation_callback,
+    ) as client:
         yield client

@@ -230,3 +230,17 @@ async def test_unsigned_a2a_client_is_refused_in_a2a_terms(fleet: Fleet) -> None
     assert body["status"] == "UNAUTHENTICATED"
     assert body["details"][0]["reason"] == "SIGNATURE_MISSING"
     assert fleet.a2a_control.requests == []
+
+
+async def test_a2a_version_and_extensions_headers_are_forwarded(fleet: Fleet) -> None:
+    params = {"message": {"messageId": "m-x", "role": "ROLE_USER", "parts": [{"text": "hi"}]}}
+    async with fleet.httpx_client("support") as http:
+        response = await http.post(
+            fleet.a2a_url + "/",
+            json={"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": params},
+            headers={"a2a-version": "1.0", "a2a-extensions": "https://ext.example/v1"},
+        )
+    assert response.status_code == 200, response.text
+    [received] = [r for r in fleet.a2a_control.requests if r.method == "POST"]
+    assert received.header("a2a-version") == "1.0"
+    assert received.header("a2a-extensions") == "https://ext.example/v1"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from mcp import types
 from mcp.shared.exceptions import MCPError
 
 from gateway.inspect import verify_conversation
@@ -43,7 +44,7 @@ async def test_sdk_client_lists_and_calls_tools_through_the_gateway(
         # The server has echo, add and refund; support may call echo and add, and
         # is offered nothing else (a model cannot be talked into an unseen tool).
         tools = await client.list_tools()
-        assert {tool.name for tool in tools.tools} == {"echo", "add"}
+        assert {tool.name for tool in tools.tools} == {"echo", "add", "confirm_refund"}
         prompts = await client.list_prompts()
         assert [prompt.name for prompt in prompts.prompts] == ["apology"]
         echoed = await client.call_tool("echo", {"text": "hello gateway"})
@@ -57,6 +58,8 @@ async def test_sdk_client_lists_and_calls_tools_through_the_gateway(
         resource = await client.read_resource("docs://policy")
         assert "approval" in resource.contents[0].text  # type: ignore[union-attr]
     assert "refund" not in json.dumps([h for _, _, h in fleet.mcp_seen.requests])
+    if mode == "legacy":  # the GET stream was held open beside the POSTs, then DELETE
+        assert {m for m, _, _ in fleet.mcp_seen.requests} == {"POST", "GET", "DELETE"}
     every_request_was_signed_by_the_gateway = all(
         headers.get("baton-caller") == SUPPORT for _, _, headers in fleet.mcp_seen.requests
     )
@@ -72,13 +75,11 @@ async def test_listings_show_each_caller_only_its_own_tools(fleet: Fleet, mode: 
         mcp_client(fleet.mcp_url, http, mode=mode) as client,
     ):
         tools = await client.list_tools()
-        assert [tool.name for tool in tools.tools] == ["echo"]
+        assert sorted(tool.name for tool in tools.tools) == ["confirm_refund", "echo"]
         prompts = await client.list_prompts()
         assert prompts.prompts == []
     # What the agent saw is what the transcript holds: the filtered listing.
-    conversations = {
-        headers.get("baton-conversation") for _, _, headers in fleet.mcp_seen.requests
-    }
+    conversations = {headers.get("baton-conversation") for _, _, headers in fleet.mcp_seen.requests}
     bodies = []
     for conversation in conversations - {None}:
         for entry in await fleet.stores.transcripts.read(str(conversation)):
@@ -200,3 +201,92 @@ async def test_dns_rebinding_host_and_origin(fleet: Fleet) -> None:
         "bad_audience",
         "misdirected_request",
     ]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_elicitation_round_trips_through_the_gateway(fleet: Fleet, mode: str) -> None:
+    """Legacy: a server-to-client request on the stream, answered by a POST. 2026-07-28:
+    MRTR: ``input_required`` with a ``requestState`` the gateway binds to support, then
+    the retry with ``inputResponses``."""
+    asked: list[str] = []
+
+    async def answer(_context: object, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"approve": True})
+
+    async with (
+        http_client(fleet.context("support"), fleet.signer("support")) as http,
+        mcp_client(fleet.mcp_url, http, mode=mode, elicitation_callback=answer) as client,
+    ):
+        result = await client.call_tool("confirm_refund", {"order": "o-9"})
+    assert asked == ["Refund order o-9?"]
+    assert result.content[0].text == "refunded o-9"  # type: ignore[union-attr]
+    assert [e for e in await fleet.audit_events() if e.outcome == "rejected"] == []
+
+
+async def test_request_state_is_bound_to_the_caller_it_was_minted_for(fleet: Fleet) -> None:
+    """support gets an ``input_required`` answer; other replays its requestState: refused."""
+    call = {
+        "jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "x"},
+                   "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                             "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}},
+    }  # fmt: skip
+    headers = {
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/call",
+        "mcp-name": "confirm_refund",
+    }
+    call["params"]["name"] = "confirm_refund"  # type: ignore[index]
+    call["params"]["arguments"] = {"order": "o-1"}  # type: ignore[index]
+    async with fleet.httpx_client("support") as http:
+        first = await http.post(fleet.mcp_url, content=json.dumps(call).encode(), headers=headers)
+    result = first.json()["result"]
+    assert result["resultType"] == "input_required"
+    state = result["requestState"]
+    retry = json.loads(json.dumps(call))
+    retry["params"]["requestState"] = state
+    retry["params"]["inputResponses"] = {
+        key: {"action": "accept", "content": {"approve": True}} for key in result["inputRequests"]
+    }
+    seen = len(fleet.mcp_seen.requests)
+    async with fleet.httpx_client("other") as http:
+        # other may call confirm_refund too: only the state's binding stops it
+        stolen = await http.post(fleet.mcp_url, content=json.dumps(retry).encode(), headers=headers)
+    assert (stolen.status_code, stolen.json()["error"]["data"]["code"]) == (400, "invalid_request")
+    assert len(fleet.mcp_seen.requests) == seen
+    async with fleet.httpx_client("support") as http:
+        done = await http.post(fleet.mcp_url, content=json.dumps(retry).encode(), headers=headers)
+    assert done.json()["result"]["content"][0]["text"] == "refunded o-1"
+    [rejected] = [e for e in await fleet.audit_events() if e.outcome == "rejected"]
+    assert (rejected.peer, rejected.reason) == (
+        str(agent_id(TRUST_DOMAIN, "other")),
+        "invalid_request",
+    )
+
+
+async def test_unknown_mcp_param_headers_are_forwarded(fleet: Fleet) -> None:
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "echo", "arguments": {"text": "hi"},
+                    "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                              "io.modelcontextprotocol/clientCapabilities": {}}}}
+    ).encode()  # fmt: skip
+    async with fleet.httpx_client("support") as http:
+        response = await http.post(
+            fleet.mcp_url,
+            content=body,
+            headers={
+                "content-type": "application/json",
+                "accept": "application/json, text/event-stream",
+                "mcp-protocol-version": "2026-07-28",
+                "mcp-method": "tools/call",
+                "mcp-name": "echo",
+                "mcp-param-region": "eu-west",
+            },
+        )
+    assert response.status_code == 200, response.text
+    [(_, _, headers)] = fleet.mcp_seen.requests
+    assert headers["mcp-param-region"] == "eu-west"
