@@ -19,7 +19,9 @@ It is an agent's key on a socket, so it is guarded like one: it listens on a
 loopback address only, answers only to ``Host: 127.0.0.1:PORT`` /
 ``localhost:PORT`` (421 otherwise) and refuses a browser ``Origin`` that is not
 allowed (403): a web page in a browser on the same machine cannot use it
-(DNS rebinding). It never follows redirects and drops hop-by-hop fields, and
+(DNS rebinding). The sidecar is that boundary: an ``Origin`` it allowed is not
+forwarded, so the gateway (which refuses every browser origin by default) sees
+an agent request. It never follows redirects and drops hop-by-hop fields, and
 any ``Signature``, ``Signature-Input`` or ``Content-Digest`` the client sent.
 """
 
@@ -48,7 +50,7 @@ _HOP_BY_HOP: Final = frozenset(
     {
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
         "upgrade", "proxy-authorization", "proxy-authenticate", "host", "content-length",
-        "signature", "signature-input", "content-digest",
+        "signature", "signature-input", "content-digest", "origin",
     }
 )  # fmt: skip
 _MAX_BODY: Final = 16 << 20
@@ -146,15 +148,18 @@ class Sidecar:
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _error(502, "gateway_unreachable", f"gateway unreachable: {type(exc).__name__}")
+        out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in upstream.headers.items():
+            if name.lower() not in _HOP_BY_HOP:
+                out.headers.add(name, value)
         try:
-            out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for name, value in upstream.headers.items():
-                if name.lower() not in _HOP_BY_HOP:
-                    out.headers.add(name, value)
             await out.prepare(request)
             async for chunk in upstream.content.iter_any():
                 await out.write(chunk)
             await out.write_eof()
+            return out
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            # The client went away mid-stream: closing our side is all there is to do.
             return out
         finally:
             upstream.release()

@@ -101,3 +101,36 @@ def test_sidecar_listens_on_loopback_only(gw: Running) -> None:
                 str(gw.folder.agent("support") / "tls.key"),
             ),
         )
+
+
+async def test_an_allowed_origin_is_checked_by_the_sidecar_and_not_forwarded(
+    gw: Running,
+) -> None:
+    port = free_port()
+    folder = gw.folder
+    config = SidecarConfig(
+        gateway_url=gw.base,
+        listen_host="127.0.0.1",
+        listen_port=port,
+        signing_key=gw.agent("support").signing.active,
+        tls=agent_tls_context(
+            str(folder.ca_cert),
+            str(folder.agent("support") / "tls.pem"),
+            str(folder.agent("support") / "tls.key"),
+        ),
+        allowed_origins=frozenset({f"http://127.0.0.1:{port}"}),
+    )
+    runner = web.AppRunner(sidecar_app(config), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        status, _ = await _post(
+            f"http://127.0.0.1:{port}/u/billing/mcp",
+            rpc("tools/list"),
+            {"origin": f"http://127.0.0.1:{port}", "content-type": "application/json"},
+        )
+    finally:
+        await runner.cleanup()
+    assert status == 200
+    [received] = gw.upstream.received
+    assert "origin" not in {name.lower() for name in received.headers}
