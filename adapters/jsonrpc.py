@@ -90,6 +90,10 @@ class Call:
     streaming: bool = False
     #: Webhook URLs the request asks the upstream to call (A2A push configs).
     push_urls: tuple[str, ...] = ()
+    #: ``sha256:`` digest of the RFC 8785 form of the arguments the call acts with
+    #: (MCP ``tools/call`` / ``prompts/get`` arguments), binding MRTR request
+    #: states and approvals to exactly these arguments. None when there are none.
+    args_digest: str | None = None
 
 
 def _http_name(http_method: str, path: str) -> str:

@@ -56,6 +56,7 @@ from typing import Any, Final
 from adapters.jsonrpc import RPC_CODES, Call, RpcId, _checked_id
 from keys.errors import KeysError
 from keys.strictjson import loads
+from protocol.canonical import canonical_digest
 from protocol.errors import (
     BatonError,
     HeaderMismatch,
@@ -230,7 +231,20 @@ def _request(
         target_kind=kind,
         target=name,
         streaming=modern and method == "subscriptions/listen" and not is_notification,
+        args_digest=_args_digest(method, params),
     )
+
+
+def _args_digest(method: str, params: Mapping[str, Any]) -> str | None:
+    """The digest of ``params.arguments`` of a call that acts with arguments."""
+    if method not in ("tools/call", "prompts/get"):
+        return None
+    arguments = params.get("arguments", {})
+    try:
+        return canonical_digest(arguments)
+    except BatonError:  # a number RFC 8785 cannot represent exactly: hash a stable form
+        stable = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return "sha256-sorted:" + canonical_digest(stable).removeprefix("sha256:")
 
 
 def _response(

@@ -351,8 +351,12 @@ class McpDialect(Dialect):
 
 
 def _state_key(state: str, call: Call) -> str:
-    """A request state is bound to the caller and to the call it answers (method, target)."""
-    material = "\x1f".join((state, call.method, call.target_kind or "", call.target or ""))
+    """A request state is bound to the caller and to the call it answers: method,
+    target and arguments (the MRTR advice of MCP 2026-07-28: bind the state to the
+    request it was minted for)."""
+    material = "\x1f".join(
+        (state, call.method, call.target_kind or "", call.target or "", call.args_digest or "")
+    )
     return hashlib.sha256(material.encode()).hexdigest()
 
 

@@ -1062,3 +1062,29 @@ def test_arbitrary_messages_give_a_call_or_a_baton_error(
             assert call.version == headers["mcp-protocol-version"]
         if call.target is not None and "mcp-name" in headers:
             assert decode_header_value(headers["mcp-name"]) == call.target
+
+
+# ------------------------------------------------------------------ args digest
+def test_args_digest_is_the_rfc8785_digest_of_the_arguments() -> None:
+    from protocol.canonical import canonical_digest
+
+    def call(arguments: object) -> Call:
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+             "params": {"name": "refund", "arguments": arguments}}
+        ).encode()  # fmt: skip
+        return parse_mcp(
+            body, http_method="POST", headers={"mcp-protocol-version": "2025-11-25"}, max_depth=64
+        )
+
+    first = call({"order": "o-1", "amount": 5})
+    assert first.args_digest == canonical_digest({"amount": 5, "order": "o-1"})
+    assert call({"amount": 5, "order": "o-1"}).args_digest == first.args_digest  # key order
+    assert call({"order": "o-2", "amount": 5}).args_digest != first.args_digest
+    listing = parse_mcp(
+        b'{"jsonrpc":"2.0","id":2,"method":"tools/list"}',
+        http_method="POST",
+        headers={"mcp-protocol-version": "2025-11-25"},
+        max_depth=64,
+    )
+    assert listing.args_digest is None

@@ -257,14 +257,23 @@ async def test_request_state_is_bound_to_the_caller_it_was_minted_for(fleet: Fle
         stolen = await http.post(fleet.mcp_url, content=json.dumps(retry).encode(), headers=headers)
     assert (stolen.status_code, stolen.json()["error"]["data"]["code"]) == (400, "invalid_request")
     assert len(fleet.mcp_seen.requests) == seen
+    other_args = json.loads(json.dumps(retry))
+    other_args["params"]["arguments"] = {"order": "o-2"}  # the state was minted for o-1
     async with fleet.httpx_client("support") as http:
+        swapped = await http.post(
+            fleet.mcp_url, content=json.dumps(other_args).encode(), headers=headers
+        )
         done = await http.post(fleet.mcp_url, content=json.dumps(retry).encode(), headers=headers)
-    assert done.json()["result"]["content"][0]["text"] == "refunded o-1"
-    [rejected] = [e for e in await fleet.audit_events() if e.outcome == "rejected"]
-    assert (rejected.peer, rejected.reason) == (
-        str(agent_id(TRUST_DOMAIN, "other")),
+    assert (swapped.status_code, swapped.json()["error"]["data"]["code"]) == (
+        400,
         "invalid_request",
     )
+    assert done.json()["result"]["content"][0]["text"] == "refunded o-1"
+    rejected = [(e.peer, e.reason) for e in await fleet.audit_events() if e.outcome == "rejected"]
+    assert rejected == [
+        (str(agent_id(TRUST_DOMAIN, "other")), "invalid_request"),
+        (SUPPORT, "invalid_request"),
+    ]
 
 
 async def test_unknown_mcp_param_headers_are_forwarded(fleet: Fleet) -> None:
