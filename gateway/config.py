@@ -54,8 +54,10 @@ __all__ = [
     "ConfigError",
     "GatewayConfig",
     "LimitsConfig",
+    "OperatorConfig",
     "PolicyConfig",
     "PolicyRule",
+    "QueueConfig",
     "RateLimitConfig",
     "ReplayConfig",
     "StoreConfig",
@@ -316,6 +318,32 @@ class PolicyRule(_Section):
     skills: list[Target] = Field(default_factory=list, max_length=10_000)
 
 
+class QueueConfig(_Section):
+    """An operator queue, served as the A2A agent ``/a2a/inbox/<name>`` (DESIGN "Human handoff").
+
+    ``escalate_from`` lists the agents that may escalate to it (deny by default);
+    operators join a queue from their own ``[[operators]]`` entry.
+    """
+
+    name: Name
+    description: str = Field(default="", max_length=500)
+    escalate_from: list[Name] = Field(default_factory=list, max_length=10_000)
+    #: Default time to resolve a handoff when the request names no SLA.
+    resolve_within_s: int = Field(default=3600, ge=10, le=30 * 24 * 3600)
+    #: What an expired handoff becomes (fail closed: reject).
+    on_expiry: Literal["reject"] = "reject"
+    #: How long an operator's claim lasts before the bundle returns to the queue.
+    lease_s: int = Field(default=900, ge=10, le=24 * 3600)
+
+
+class OperatorConfig(_Section):
+    """A person who handles a queue: identity ``operator:<name>``; keys in
+    ``.baton/operators/<name>/`` (``baton operators add``)."""
+
+    name: Name
+    queues: list[Name] = Field(min_length=1, max_length=100)
+
+
 class PolicyConfig(_Section):
     allow: list[PolicyRule] = Field(default_factory=list, max_length=100_000)
 
@@ -331,6 +359,8 @@ class BatonConfig(_Section):
     bearer_issuers: list[BearerIssuerConfig] = Field(default_factory=list, max_length=16)
     agents: list[AgentConfig] = Field(default_factory=list, max_length=10_000)
     upstreams: list[UpstreamConfig] = Field(default_factory=list, max_length=10_000)
+    queues: list[QueueConfig] = Field(default_factory=list, max_length=1000)
+    operators: list[OperatorConfig] = Field(default_factory=list, max_length=10_000)
     policy: PolicyConfig = PolicyConfig()
 
     @field_validator("trust_domain")
@@ -341,11 +371,12 @@ class BatonConfig(_Section):
         except InvalidIdentity as exc:
             raise ValueError(exc.detail) from exc
 
-    @field_validator("agents", "upstreams")
+    @field_validator("agents", "upstreams", "queues", "operators")
     @classmethod
     def _unique_names(
-        cls, items: list[AgentConfig] | list[UpstreamConfig]
-    ) -> list[AgentConfig] | list[UpstreamConfig]:
+        cls,
+        items: list[AgentConfig] | list[UpstreamConfig] | list[QueueConfig] | list[OperatorConfig],
+    ) -> list[AgentConfig] | list[UpstreamConfig] | list[QueueConfig] | list[OperatorConfig]:
         names = [item.name for item in items]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -376,6 +407,21 @@ class BatonConfig(_Section):
                         f"policy.allow[{index}].{key}: upstream {rule.upstream!r} has protocol "
                         f"{upstreams[rule.upstream]!r}; {key} apply to protocol = {protocol!r} "
                         "upstreams (set it on the upstream or remove the key)"
+                    )
+        queues = {queue.name for queue in self.queues}
+        for index, queue in enumerate(self.queues):
+            for agent in queue.escalate_from:
+                if agent not in agents:
+                    raise ValueError(
+                        f"queues[{index}].escalate_from {agent!r} is not a configured agent; "
+                        "add it under [[agents]] or fix the name"
+                    )
+        for index, operator in enumerate(self.operators):
+            for queue_name in operator.queues:
+                if queue_name not in queues:
+                    raise ValueError(
+                        f"operators[{index}].queues {queue_name!r} is not a configured queue; "
+                        "add it under [[queues]] or fix the name"
                     )
         if any(agent.bearer != "none" for agent in self.agents) and not self.bearer_issuers:
             raise ValueError(
