@@ -6,6 +6,9 @@
     baton keys new-agent NAME [--dir DIR]           certificate and keys for one more agent
     baton keys rotate [--agent NAME] [--dir DIR]    new active signing key; old one verify-only
     baton keys jwks [--agent NAME] [--dir DIR]      public keys as a JWKS (never private ones)
+    baton operators add NAME --queue Q [--queue Q2] [--dir DIR]
+                                                    keys + one-time password for an operator
+    baton operators list [--dir DIR]                operators, their queues and key folders
     baton check-config [--dir DIR]                  validate baton.toml, keys and policy; exit
     baton serve [--dir DIR] [--workers N]           run the gateway (graceful stop on SIGTERM)
     baton transcript verify CONV [--dir DIR]        check a conversation's chain and bodies
@@ -30,8 +33,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.config import ConfigError, split_host_port
+from gateway.config import BatonConfig, ConfigError, split_host_port
 from gateway.config import load as load_config
+from gateway.config import parse as parse_config
 from gateway.demo import DemoFailed, run_demo
 from gateway.devdata import (
     CARD_SIGNING_FILE,
@@ -39,6 +43,7 @@ from gateway.devdata import (
     InitError,
     init_data_folder,
     write_agent,
+    write_operator,
 )
 from gateway.inspect import trace_lines, verify_audit, verify_conversation
 from gateway.logs import configure as configure_logs
@@ -134,6 +139,75 @@ def _cmd_jwks(args: argparse.Namespace) -> int:
             .merged(load_private_jwks(agent / "encryption.jwks").public())
         )
     print(json.dumps(public.to_jwks(), indent=2))
+    return 0
+
+
+def _operator_tables(config: BatonConfig, name: str, queues: list[str]) -> tuple[str, list[str]]:
+    """TOML to append for a new operator: missing ``[[queues]]``, then its ``[[operators]]``."""
+    known = {queue.name for queue in config.queues}
+    new_queues = [queue for queue in queues if queue not in known]
+    text = "".join(f'\n[[queues]]\nname = "{queue}"\n' for queue in new_queues)
+    listed = ", ".join(f'"{queue}"' for queue in queues)
+    text += f'\n[[operators]]\nname = "{name}"\nqueues = [{listed}]\n'
+    return text, new_queues
+
+
+def _cmd_operators_add(args: argparse.Namespace) -> int:
+    """Keys and a one-time password for an operator; its queues and entry in baton.toml.
+
+    An operator already in baton.toml without a key folder gets its keys (the
+    fix ``baton serve`` names); one with a key folder is refused. The new
+    configuration is validated before anything is written.
+    """
+    folder = DataFolder(Path(args.dir))
+    config = load_config(folder.config)
+    name = validate_name(args.name)
+    queues = list(dict.fromkeys(validate_name(queue) for queue in args.queue))
+    if folder.operator(name).exists():
+        raise InitError(f"operator {name!r} already exists ({folder.operator(name)})")
+    configured = next((op for op in config.operators if op.name == name), None)
+    addition = ""
+    new_queues: list[str] = []
+    if configured is None:
+        if not queues:
+            raise InitError("name the queue(s) the operator serves: --queue QUEUE")
+        addition, new_queues = _operator_tables(config, name, queues)
+        current = folder.config.read_text(encoding="utf-8")
+        if current and not current.endswith("\n"):
+            addition = "\n" + addition
+        parse_config(current + addition, str(folder.config))
+    elif queues and set(queues) != set(configured.queues):
+        raise InitError(
+            f"operator {name!r} is configured with queues {configured.queues}; "
+            "edit its [[operators]] entry in baton.toml to change them"
+        )
+    password = write_operator(folder, name, now=_now())
+    if addition:
+        with folder.config.open("a", encoding="utf-8") as handle:
+            handle.write(addition)
+    config = load_config(folder.config)  # the file must still validate
+    served = next(op.queues for op in config.operators if op.name == name)
+    print(f"operator operator:{name} created")
+    print(f"  queues    {', '.join(served)}")
+    for queue in new_queues:
+        print(f"            {queue} is new: list who may escalate to it in escalate_from")
+    print(f"  keys      {folder.operator(name)}/ (public keys in public.jwks)")
+    print(f"  password  {password}")
+    print("This password is shown once and stored only as a scrypt hash: save it now.")
+    return 0
+
+
+def _cmd_operators_list(args: argparse.Namespace) -> int:
+    folder = DataFolder(Path(args.dir))
+    config = load_config(folder.config)
+    if not config.operators:
+        print("no operators; add one with 'baton operators add NAME --queue QUEUE'")
+        return 0
+    width = max(len(op.name) for op in config.operators) + len("operator:")
+    for op in config.operators:
+        path = folder.operator(op.name)
+        keys = f"{path}/" if path.is_dir() else f"missing: run 'baton operators add {op.name}'"
+        print(f"{'operator:' + op.name:<{width}}  queues: {', '.join(op.queues)}  keys: {keys}")
     return 0
 
 
@@ -282,6 +356,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
 
     _sidecar_parser(commands)
+    _operators_parser(commands)
 
     demo = commands.add_parser("demo", help="one signed, encrypted, replay-proof hop")
     demo.add_argument("dir", nargs="?", default=".", help="folder holding baton.toml")
@@ -299,6 +374,21 @@ def _sidecar_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     sidecar.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
     sidecar.set_defaults(run=_cmd_sidecar)
+
+
+def _operators_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    operators = commands.add_parser("operators", help="people who handle handoff queues")
+    operator_commands = operators.add_subparsers(dest="operators_command", required=True)
+    add = operator_commands.add_parser("add", help="keys and a one-time password for an operator")
+    add.add_argument("name")
+    add.add_argument(
+        "--queue", action="append", default=[], help="a queue it serves (repeat for more)"
+    )
+    add.set_defaults(run=_cmd_operators_add)
+    listing = operator_commands.add_parser("list", help="operators and their queues")
+    listing.set_defaults(run=_cmd_operators_list)
+    for sub in (add, listing):
+        sub.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,10 @@ Layout (everything under ``<dir>/.baton/`` is git-ignored and private keys are
     <dir>/.baton/agents/<name>/tls.pem, tls.key
     <dir>/.baton/agents/<name>/signing.jwks, encryption.jwks   0600
     <dir>/.baton/agents/<name>/public.jwks                      signing + encryption public keys
+    <dir>/.baton/operators/<name>/signing.jwks      ES256 key that signs decisions    0600
+    <dir>/.baton/operators/<name>/encryption.jwks   P-256 ECDH-ES+A256KW bundle key   0600
+    <dir>/.baton/operators/<name>/public.jwks       signing + encryption public keys
+    <dir>/.baton/operators/<name>/password          scrypt PHC hash of the login      0600
 
 Agent names and the trust domain are validated before anything is written.
 """
@@ -22,7 +26,9 @@ Agent names and the trust domain are validated before anything is written.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -39,17 +45,28 @@ from keys.files import (
 )
 from keys.keyset import KeySet, PrivateKeySet
 from keys.material import ENCRYPTION_ALG
+from keys.passwords import generate_password, hash_password
 from keys.x509 import DevCertificateAuthority, TrustAnchors
-from protocol.identity import agent_id, gateway_id, validate_name, validate_trust_domain
+from protocol.identity import (
+    OperatorId,
+    agent_id,
+    gateway_id,
+    validate_name,
+    validate_trust_domain,
+)
 
 __all__ = [
     "CARD_SIGNING_FILE",
+    "LOGIN_HASH_FILE",
+    "OPERATOR_SIGNING_ALG",
     "SAMPLE_AGENTS",
     "AgentMaterial",
     "DataFolder",
     "GatewayMaterial",
     "InitError",
+    "OperatorMaterial",
     "init_data_folder",
+    "write_operator",
 ]
 
 #: The gateway's Agent Card signing key, beside signing.jwks.
@@ -58,6 +75,11 @@ CARD_SIGNING_FILE: Final = "card-signing.jwks"
 SAMPLE_AGENTS: Final = ("support", "billing")
 DATA_DIR: Final = ".baton"
 CONFIG_FILE: Final = "baton.toml"
+#: The file holding an operator's local-account login: a scrypt PHC string (keys.passwords).
+LOGIN_HASH_FILE: Final = "password"
+#: Operators sign decisions with ES256, which browsers' WebCrypto also does
+#: (the inbox web app signs in the browser); Ed25519 is not in every browser.
+OPERATOR_SIGNING_ALG: Final = "ES256"
 
 
 class InitError(Exception):
@@ -74,6 +96,23 @@ class AgentMaterial:
     encryption: PrivateKeySet
     cert_pem: bytes
     key_pem: bytes
+
+    def public_keys(self) -> KeySet:
+        return self.signing.public().merged(self.encryption.public())
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorMaterial:
+    """A person's keys (DESIGN.md "Identities and trust": ``operator:<name>``), loaded once.
+
+    ``signing`` signs decisions (ES256); bundles are encrypted to ``encryption``
+    (P-256, ``ECDH-ES+A256KW``).
+    """
+
+    name: str
+    identity: str
+    signing: PrivateKeySet
+    encryption: PrivateKeySet
 
     def public_keys(self) -> KeySet:
         return self.signing.public().merged(self.encryption.public())
@@ -120,6 +159,9 @@ class DataFolder:
     def agent(self, name: str) -> Path:
         return self.data / "agents" / validate_name(name)
 
+    def operator(self, name: str) -> Path:
+        return self.data / "operators" / validate_name(name)
+
     # ---------------------------------------------------------------- loading
     def trust_domain(self) -> str:
         return load_config(self.config).trust_domain
@@ -152,6 +194,22 @@ class DataFolder:
             cert_pem=(folder / "tls.pem").read_bytes(),
             key_pem=read_private_file(folder / "tls.key"),
         )
+
+    def load_operator(self, name: str) -> OperatorMaterial:
+        folder = self.operator(name)
+        if not folder.is_dir():
+            raise InitError(f"no operator {name!r}: run 'baton operators add {name} --queue QUEUE'")
+        return OperatorMaterial(
+            name=name,
+            identity=str(OperatorId(name)),
+            signing=load_private_jwks(folder / "signing.jwks"),
+            encryption=load_private_jwks(folder / "encryption.jwks"),
+        )
+
+    def load_login_hash(self, name: str) -> str:
+        """Operator ``name``'s stored scrypt PHC string (for keys.passwords.verify_password)."""
+        data = read_private_file(self.operator(name) / LOGIN_HASH_FILE)
+        return data.decode("ascii", "replace").strip()
 
 
 def _config_text(trust_domain: str, agents: tuple[str, ...]) -> str:
@@ -212,6 +270,41 @@ def write_agent(
     save_private_jwks(target / "signing.jwks", signing)
     save_private_jwks(target / "encryption.jwks", encryption)
     save_jwks(target / "public.jwks", signing.public().merged(encryption.public()))
+
+
+def write_operator(folder: DataFolder, name: str, *, now: dt.datetime) -> str:
+    """Create keys and a local account for operator ``name``; return its one-time password.
+
+    The folder is assembled under a temporary name and renamed into place, so
+    an operator folder is either complete or absent; an existing one is never
+    overwritten (:class:`InitError`). Only the scrypt hash of the password is
+    stored: the returned value cannot be recovered later. ``now`` is accepted
+    like :func:`write_agent`'s (an operator client certificate would be issued
+    at it); nothing written today depends on the time.
+    """
+    del now
+    target = folder.operator(name)
+    if target.exists():
+        raise InitError(f"operator {name!r} already has a key folder: {target}")
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    signing = PrivateKeySet.generate(OPERATOR_SIGNING_ALG)
+    encryption = PrivateKeySet.generate(ENCRYPTION_ALG)
+    password = generate_password()
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))  # mode 0700
+    try:
+        save_private_jwks(staging / "signing.jwks", signing)
+        save_private_jwks(staging / "encryption.jwks", encryption)
+        save_jwks(staging / "public.jwks", signing.public().merged(encryption.public()))
+        write_private_file(
+            staging / LOGIN_HASH_FILE, (hash_password(password) + "\n").encode("ascii")
+        )
+        if target.exists():  # rename() would replace an empty directory
+            raise InitError(f"operator {name!r} already has a key folder: {target}")
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return password
 
 
 def init_data_folder(

@@ -13,7 +13,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from gateway.config import AgentConfig, BatonConfig, ConfigError, RateLimitConfig
+from gateway.config import (
+    AgentConfig,
+    BatonConfig,
+    ConfigError,
+    OperatorConfig,
+    RateLimitConfig,
+)
 from gateway.devdata import CARD_SIGNING_FILE, DataFolder
 from gateway.stores import Stores, open_stores
 from keys.atrest import StoreCipher
@@ -21,10 +27,12 @@ from keys.bearer import BearerIssuer
 from keys.errors import KeysError
 from keys.files import load_jwks, load_private_jwks
 from keys.keyset import KeySet, PrivateKeySet
-from keys.material import PrivateKey
+from keys.material import ENCRYPTION_ALG, PrivateKey
 from keys.strictjson import loads_object
 from keys.x509 import TrustAnchors
-from protocol.identity import agent_id, gateway_id
+from protocol.directory import KeyDirectory
+from protocol.errors import ConfigurationError
+from protocol.identity import OperatorId, agent_id, gateway_id
 from protocol.policy import Policy, Rule
 from protocol.replay import FreshnessPolicy
 
@@ -65,6 +73,16 @@ class Runtime:
     card_signing: PrivateKey | None = None
     #: A2A upstreams with pinned Agent Card signing keys (``card_jwks_file``).
     card_keys: MappingProxyType[str, KeySet] = field(default_factory=lambda: MappingProxyType({}))
+    #: Queue -> its operators' encryption public keys: the recipients a bundle is sealed to.
+    queue_keys: MappingProxyType[str, KeySet] = field(default_factory=lambda: MappingProxyType({}))
+    #: Operator identity (``operator:<name>``) -> the public keys its decisions are signed with.
+    operator_keys: MappingProxyType[str, KeySet] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    #: Queue -> the operators who may decide there (``verify_decision_at(operators=...)``).
+    queue_deciders: MappingProxyType[str, KeyDirectory] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     @property
     def ca_file(self) -> Path:
@@ -156,6 +174,65 @@ def _card_keys(config: BatonConfig, root: Path) -> dict[str, KeySet]:
     return pinned
 
 
+@dataclass(frozen=True, slots=True)
+class _OperatorKeys:
+    signing: KeySet
+    encryption: KeySet
+
+
+def _operator(folder: DataFolder, operator: OperatorConfig) -> _OperatorKeys:
+    """An operator's public keys from ``.baton/operators/<name>/public.jwks``.
+
+    Only public keys are read: the gateway never needs an operator's private
+    keys (bundles are opened and decisions signed by the operator).
+    """
+    where = f"operators.{operator.name}"
+    path = folder.operator(operator.name) / "public.jwks"
+    _load(where, path, f"run 'baton operators add {operator.name}' to create its keys")
+    try:
+        keys = load_jwks(path)
+    except (KeysError, OSError) as exc:
+        raise ConfigError(f"{where}: {path}: {exc}") from exc
+    signing = KeySet(key for key in keys if key.use == "sig")
+    encryption = KeySet(key for key in keys if key.use == "enc")
+    if not signing or not encryption:
+        raise ConfigError(
+            f"{where}: {path} needs a signing and an {ENCRYPTION_ALG} key; "
+            f"recreate them with 'baton operators add {operator.name}'"
+        )
+    return _OperatorKeys(signing, encryption)
+
+
+def _queue_keys(
+    config: BatonConfig, folder: DataFolder
+) -> tuple[dict[str, KeySet], dict[str, KeySet], dict[str, KeyDirectory]]:
+    """(queue -> encryption keys, operator identity -> signing keys, queue -> deciders).
+
+    One key, one owner: a key two operators list is a :class:`ConfigError`,
+    so a decision's ``kid`` names exactly one person.
+    """
+    operators = [
+        (str(OperatorId(operator.name)), operator.queues, _operator(folder, operator))
+        for operator in config.operators
+    ]
+    signing = {who: keys.signing for who, _, keys in operators}
+    try:
+        KeyDirectory(signing)
+        KeySet(key for _, _, keys in operators for key in keys.encryption)
+    except (KeysError, ConfigurationError) as exc:
+        raise ConfigError(
+            f"operators: two operators share a key ({exc.detail}); "
+            "give each its own keys ('baton operators add NAME')"
+        ) from exc
+    recipients: dict[str, KeySet] = {}
+    deciders: dict[str, KeyDirectory] = {}
+    for queue in config.queues:
+        members = [(who, keys) for who, queues, keys in operators if queue.name in queues]
+        recipients[queue.name] = KeySet(key for _, keys in members for key in keys.encryption)
+        deciders[queue.name] = KeyDirectory({who: keys.signing for who, keys in members})
+    return recipients, signing, deciders
+
+
 def load_runtime(config: BatonConfig, root: Path) -> Runtime:
     """Load keys, certificates and policy for ``config`` (its folder is ``root``)."""
     config.require_serving_policy()
@@ -184,6 +261,7 @@ def load_runtime(config: BatonConfig, root: Path) -> Runtime:
     for agent in config.agents:
         policy = _agent(config, folder, agent)
         agents[policy.identity] = policy
+    queue_keys, operator_keys, queue_deciders = _queue_keys(config, folder)
     rules = [
         Rule(
             rule.caller,
@@ -222,4 +300,7 @@ def load_runtime(config: BatonConfig, root: Path) -> Runtime:
         ),
         card_keys=MappingProxyType(_card_keys(config, root)),
         card_signing=card_signing or signing.active,
+        queue_keys=MappingProxyType(queue_keys),
+        operator_keys=MappingProxyType(operator_keys),
+        queue_deciders=MappingProxyType(queue_deciders),
     )
