@@ -57,7 +57,16 @@ from protocol.policy import Policy
 from protocol.ports import MAX_BINDING_TEXT, BindingStore
 from protocol.webhooks import check_webhook_url
 
-__all__ = ["A2aDialect", "Dialect", "HttpDialect", "McpDialect", "Rendered", "dialect_for"]
+__all__ = [
+    "A2aDialect",
+    "Dialect",
+    "HttpDialect",
+    "McpDialect",
+    "Rendered",
+    "dialect_for",
+    "lowered_headers",
+    "render_a2a",
+]
 
 #: How long the gateway remembers who owns a handle (seconds).
 SESSION_TTL_S: Final = 24 * 3600
@@ -555,19 +564,26 @@ class A2aDialect(Dialect):
     def render(
         self, error: BatonError, *, call: Call | None, trace_id: str, http_method: str, path: str
     ) -> Rendered:
-        if call is not None and call.binding:
-            binding, version = call.binding, call.version or "1.0"
-        else:  # refused before the adapter read it: guess the binding from the route
-            tail = path.split("/", 3)[3] if path.count("/") >= 3 else ""
-            binding, version = a2a.error_binding(http_method, "/" + tail), "1.0"
-        status, content_type, body = a2a.render_a2a_error(
-            error,
-            rpc_id=call.rpc_id if call else None,
-            trace_id=trace_id,
-            binding=binding,
-            version=version,
-        )
-        return Rendered(status, content_type, body)
+        tail = path.split("/", 3)[3] if path.count("/") >= 3 else ""
+        return render_a2a(error, call=call, trace_id=trace_id, http_method=http_method, tail=tail)
+
+
+def render_a2a(
+    error: BatonError, *, call: Call | None, trace_id: str, http_method: str, tail: str
+) -> Rendered:
+    """``error`` in A2A's shape; ``tail`` is the path below the agent's base URL."""
+    if call is not None and call.binding:
+        binding, version = call.binding, call.version or "1.0"
+    else:  # refused before the adapter read it: guess the binding from the route
+        binding, version = a2a.error_binding(http_method, "/" + tail), "1.0"
+    status, content_type, body = a2a.render_a2a_error(
+        error,
+        rpc_id=call.rpc_id if call else None,
+        trace_id=trace_id,
+        binding=binding,
+        version=version,
+    )
+    return Rendered(status, content_type, body)
 
 
 def _compact(value: Any) -> bytes:
