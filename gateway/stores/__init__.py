@@ -1,15 +1,15 @@
 """Store implementations of the ports in ``protocol/ports.py``, and the factory.
 
 :func:`open_stores` opens one backend and returns the five stores the data
-plane needs (nonces, transcripts, audit, rate limits, handle bindings) plus
-``ping`` (for ``/readyz``) and ``close``. Both backends hold to one contract
+plane needs (nonces, transcripts, audit, rate limits, handle bindings) and
+the handoff inbox, plus ``ping`` (for ``/readyz``) and ``close``. Both backends hold to one contract
 suite (``tests/gateway/stores``).
 
 * ``sqlite``: one file (created 0600 if absent), one connection shared by the
-  five stores. Open it in the process that uses it; never across ``fork()``.
+  stores. Open it in the process that uses it; never across ``fork()``.
 * ``redis``: one ``redis.asyncio.Redis`` client with short socket timeouts, no
-  automatic retries (a retried append or nonce claim whose first attempt did
-  land would be misreported) and no background health checks, so a stopped
+  automatic retries (a retried append, nonce claim or inbox step whose first
+  attempt did land would be misreported) and no background health checks, so a stopped
   Redis yields :class:`~protocol.errors.StoreUnavailable` within the timeout
   instead of hanging. Opening does not connect; ``ping`` does.
 """
@@ -30,7 +30,14 @@ from gateway.stores import redis as redis_stores
 from gateway.stores import sqlite as sqlite_stores
 from keys.atrest import StoreCipher
 from protocol.errors import ConfigurationError, StoreUnavailable
-from protocol.ports import AuditLog, BindingStore, NonceStore, RateLimiter, TranscriptStore
+from protocol.ports import (
+    AuditLog,
+    BindingStore,
+    InboxStore,
+    NonceStore,
+    RateLimiter,
+    TranscriptStore,
+)
 
 __all__ = ["REDIS_TIMEOUT_S", "StoreKind", "Stores", "open_stores", "redis_client"]
 
@@ -50,6 +57,7 @@ class Stores:
     audit: AuditLog
     rates: RateLimiter
     bindings: BindingStore
+    inbox: InboxStore
     ping: Callable[[], Awaitable[None]]
     close: Callable[[], Awaitable[None]]
 
@@ -100,6 +108,7 @@ async def _open_sqlite(path: Path, cipher: StoreCipher) -> Stores:
             audit=sqlite_stores.SqliteAuditLog(conn),
             rates=sqlite_stores.SqliteRateLimiter(conn),
             bindings=sqlite_stores.SqliteBindingStore(conn),
+            inbox=sqlite_stores.SqliteInboxStore(conn),
             ping=lambda: _sqlite_ping(conn),
             close=close,
         )
@@ -151,6 +160,7 @@ async def _open_redis(url: str, cipher: StoreCipher, prefix: str) -> Stores:
             audit=redis_stores.RedisAuditLog(client, prefix),
             rates=redis_stores.RedisRateLimiter(client, prefix),
             bindings=redis_stores.RedisBindingStore(client, prefix),
+            inbox=redis_stores.RedisInboxStore(client, prefix),
             ping=lambda: redis_stores.ping(client),
             close=client.aclose,
         )

@@ -21,6 +21,10 @@ key                                type    value                       TTL
 ``P audit:{audit}:log``            list    event canonical bytes       none
 ``P rate:<key>:<window index>``    string  units counted               window rest + 1 window
 ``P bind:<kind>:<key>``            hash    ``owner``, ``expires_at``   ``ttl_s`` + 60 s
+``P inbox:{inbox}:b:<bundle>``     hash    record, fence, lease        none
+``P inbox:{inbox}:ev:<bundle>``    list    signed lifecycle events     none
+``P inbox:{inbox}:idem:<queue>``   hash    idempotency key -> bundle   none
+``P inbox:{inbox}:q:<queue>:<i>``  zset    bundle ids (index ``i``)    none
 =================================  ======  ==========================  ==================
 
 * The list index of a record is its ``seq``; the head hash names the last one.
@@ -44,6 +48,13 @@ key                                type    value                       TTL
   deletes only a live binding held by the caller. ``owner`` is one
   ``HMGET``. A binding hash missing a field is refused (fail closed), never
   read as absent.
+* The inbox (:class:`RedisInboxStore`): every key shares the hash tag
+  ``{inbox}`` (one slot: a create or a status change touches the record, the
+  queue's idempotency hash and its indexes together). Index ``i`` is ``all``
+  or a status (scored by ``created_at``), ``due`` (open bundles, scored by
+  ``resolve_by``) or ``leases`` (claimed bundles, scored by the lease end).
+  Each step (create, claim, release, decide, set status, requeue, append) is
+  one Lua script deciding with the injected ``now``.
 
 **Clocks.** Redis expires keys by *its own* clock: a nonce lives ``ttl_s``
 seconds of server time from the claim, and a rate counter is deleted after
@@ -67,12 +78,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, cast
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from gateway.stores.common import (
@@ -90,21 +102,52 @@ from gateway.stores.common import (
 from keys.atrest import StoreCipher
 from protocol.audit import AuditEvent
 from protocol.chain import GENESIS, ChainedRecord, ChainHead
-from protocol.errors import ChainConflict, ConfigurationError, StoreUnavailable
-from protocol.ports import RateDecision, check_binding
+from protocol.errors import (
+    ChainConflict,
+    ConfigurationError,
+    Conflict,
+    DuplicateBundle,
+    NotFound,
+    StaleDecision,
+    StoreUnavailable,
+)
+from protocol.ports import (
+    INBOX_STATUSES,
+    STATUS_TRANSITIONS,
+    InboxRecord,
+    InboxStatus,
+    Lease,
+    RateDecision,
+    check_binding,
+    check_inbox_call,
+    check_inbox_page,
+    check_inbox_record,
+    check_opaque,
+    check_status_target,
+    counter_in_range,
+    storable_inbox_id,
+)
 from protocol.transcript import TranscriptEntry
 
 __all__ = [
     "BINDING_GRACE_S",
     "DEFAULT_PREFIX",
+    "INBOX_INDEXES",
+    "INBOX_TAG",
     "ChainKeys",
     "RedisAuditLog",
     "RedisBindingStore",
+    "RedisInboxStore",
     "RedisNonceStore",
     "RedisRateLimiter",
     "RedisTranscriptStore",
     "audit_keys",
     "binding_key",
+    "inbox_events_key",
+    "inbox_idempotency_key",
+    "inbox_index_key",
+    "inbox_keys",
+    "inbox_record_key",
     "key_part",
     "nonce_key",
     "ping",
@@ -494,3 +537,550 @@ def _owner_text(value: bytes | str) -> str:
         return value.decode("utf-8") if isinstance(value, bytes) else value
     except UnicodeDecodeError as exc:
         raise StoreUnavailable("binding owner is not UTF-8 (edited key?)") from exc
+
+
+# ---------------------------------------------------------------- inbox
+#: The hash tag all inbox keys share: one Cluster slot, so every step is one script.
+INBOX_TAG: Final = "{inbox}"
+#: Index names besides the statuses: every bundle of a queue, open deadlines, live leases.
+INBOX_INDEXES: Final = (*INBOX_STATUSES, "due", "leases")
+#: ``KEYS`` of a bundle step: the record, then the queue's indexes in this order.
+_BUNDLE_KEYS: Final = ("record", *INBOX_INDEXES)
+
+
+def _lua_table(entries: Iterable[tuple[str, str]]) -> str:
+    """A Lua table constructor ``{name = value, ...}`` (names are Lua identifiers)."""
+    return "{" + ", ".join(f"{name} = {value}" for name, value in sorted(entries)) + "}"
+
+
+# Shared head of every bundle step. KEYS: record, the status indexes, due, leases.
+# ARGV[1]: the queue the caller looked up, ARGV[2]: now. Reads and checks the
+# record (fails closed on a malformed one); defines move() and drop_lease().
+_BUNDLE_PRELUDE: Final = f"""
+local IDX = {_lua_table((s, str(i + 2)) for i, s in enumerate(INBOX_STATUSES))}
+local DUE, LEASES = {len(INBOX_STATUSES) + 2}, {len(INBOX_STATUSES) + 3}
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {{'missing'}}
+end
+local f = redis.call('HMGET', KEYS[1], 'bundle_id', 'queue', 'status', 'created_at',
+  'resolve_by', 'version', 'fence', 'lease_owner', 'lease_until', 'lease_token')
+local id, queue, status, created = f[1], f[2], f[3], f[4]
+local resolve_by, version, fence = tonumber(f[5]), tonumber(f[6]), tonumber(f[7])
+if not (id and queue and status and IDX[status] and created and tonumber(created)
+    and resolve_by and version and fence) then
+  return redis.error_reply('malformed inbox record')
+end
+local holder, held_until, token = f[8], tonumber(f[9]), tonumber(f[10])
+if status == 'claimed' then
+  if not (holder and held_until and token) then
+    return redis.error_reply('malformed inbox lease')
+  end
+elseif f[8] or f[9] or f[10] then
+  return redis.error_reply('malformed inbox lease')
+end
+if queue ~= ARGV[1] then
+  return redis.error_reply('inbox record is not in the queue it was looked up in')
+end
+local now = tonumber(ARGV[2])
+local function move(to)
+  redis.call('ZREM', KEYS[IDX[status]], id)
+  redis.call('ZADD', KEYS[IDX[to]], created, id)
+  redis.call('HSET', KEYS[1], 'status', to)
+end
+local function drop_lease()
+  redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until', 'lease_token')
+  redis.call('ZREM', KEYS[LEASES], id)
+end
+"""
+
+# ARGV[3]: owner, ARGV[4]: lease until. Returns {'ok', token} or a refusal.
+_CLAIM_LUA: Final = (
+    _BUNDLE_PRELUDE
+    + """
+if status ~= 'queued' and status ~= 'claimed' then
+  return {'closed'}
+end
+if not (now < resolve_by) then
+  return {'due'}
+end
+if status == 'claimed' and now < held_until and holder ~= ARGV[3] then
+  return {'held'}
+end
+local next_token = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+move('claimed')
+redis.call('HSET', KEYS[1], 'lease_owner', ARGV[3], 'lease_until', ARGV[4],
+  'lease_token', next_token)
+redis.call('ZADD', KEYS[LEASES], ARGV[4], id)
+return {'ok', next_token}
+"""
+)
+
+# ARGV[3]: fencing token. Returns {'ok'} or {'stale'}.
+_RELEASE_LUA: Final = (
+    _BUNDLE_PRELUDE
+    + """
+if status ~= 'claimed' or token ~= tonumber(ARGV[3]) or not (now < held_until) then
+  return {'stale'}
+end
+drop_lease()
+move('queued')
+return {'ok'}
+"""
+)
+
+# ARGV[3]: fencing token, ARGV[4]: version, ARGV[5]: decision.
+# Returns {'ok', record fields} or {'stale', reason}; the checks are SqliteInboxStore.decide's.
+_DECIDE_LUA: Final = (
+    _BUNDLE_PRELUDE
+    + """
+if status ~= 'claimed' then
+  return {'stale', 'bundle is ' .. status .. ', not claimed'}
+end
+if token ~= tonumber(ARGV[3]) then
+  return {'stale', "fencing token is not the current lease's"}
+end
+if not (now < held_until) then
+  return {'stale', 'the lease lapsed'}
+end
+if version ~= tonumber(ARGV[4]) then
+  return {'stale', 'version is not current'}
+end
+if not (now < resolve_by) then
+  return {'stale', 'bundle is past its resolve_by'}
+end
+drop_lease()
+move('decided')
+redis.call('ZREM', KEYS[DUE], id)
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'decision', ARGV[5])
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+_FROM: Final = {
+    target: _lua_table((s, "true") for s in sources)
+    for target, sources in STATUS_TRANSITIONS.items()
+}
+
+# ARGV[3]: target status. Returns {'ok', record fields}, {'illegal'} or {'early'}.
+_STATUS_LUA: Final = (
+    _BUNDLE_PRELUDE
+    + f"""
+local FROM = {_lua_table(_FROM.items())}
+local target = ARGV[3]
+if not (FROM[target] and FROM[target][status]) then
+  return {{'illegal'}}
+end
+if target == 'expired' and now < resolve_by then
+  return {{'early'}}
+end
+if status == 'claimed' then
+  drop_lease()
+end
+if target == 'expired' or target == 'cancelled' then
+  redis.call('ZREM', KEYS[DUE], id)
+end
+move(target)
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+return {{'ok', redis.call('HGETALL', KEYS[1])}}
+"""
+)
+
+# Returns {'ok', record fields} when the lease had lapsed, else {'skip'}.
+_REQUEUE_LUA: Final = (
+    _BUNDLE_PRELUDE
+    + """
+if status ~= 'claimed' or now < held_until then
+  return {'skip'}
+end
+drop_lease()
+move('queued')
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# KEYS: record, idempotency hash, all, queued, due.
+# ARGV: idempotency key, bundle id, created_at, resolve_by, then the record's field/value pairs.
+# Returns {'created'}, {'exists', stored bundle id} or {'duplicate'} (bundle id taken).
+_CREATE_LUA: Final = """
+local existing = redis.call('HGET', KEYS[2], ARGV[1])
+if existing then
+  return {'exists', existing}
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'duplicate'}
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
+return {'created'}
+"""
+
+# KEYS: record, events   ARGV: seq, event   Returns 1 appended, 0 conflict, -1 no such bundle.
+_APPEND_EVENT_LUA: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+if redis.call('LLEN', KEYS[2]) ~= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+_LEASE_FIELDS: Final = (b"lease_owner", b"lease_until", b"lease_token")
+
+
+def _inbox_base(prefix: str) -> str:
+    return f"{prefix}inbox:{INBOX_TAG}"
+
+
+def inbox_record_key(prefix: str, bundle_id: str) -> str:
+    return f"{_inbox_base(prefix)}:b:{key_part(bundle_id)}"
+
+
+def inbox_events_key(prefix: str, bundle_id: str) -> str:
+    return f"{_inbox_base(prefix)}:ev:{key_part(bundle_id)}"
+
+
+def inbox_idempotency_key(prefix: str, queue: str) -> str:
+    """The hash of ``queue``: idempotency key -> bundle id."""
+    return f"{_inbox_base(prefix)}:idem:{key_part(queue)}"
+
+
+def inbox_index_key(prefix: str, queue: str, index: str) -> str:
+    """A sorted set of ``queue``'s bundle ids: ``all`` and each status scored by
+    ``created_at``, ``due`` by ``resolve_by``, ``leases`` by lease expiry."""
+    if index != "all" and index not in INBOX_INDEXES:
+        raise ValueError(f"unknown inbox index {index!r}")
+    return f"{_inbox_base(prefix)}:q:{key_part(queue)}:{index}"
+
+
+def inbox_keys(prefix: str, bundle_id: str, queue: str) -> list[str]:
+    """Every key a step on one bundle touches (its record and its queue's indexes)."""
+    indexes = (inbox_index_key(prefix, queue, index) for index in INBOX_INDEXES)
+    return [inbox_record_key(prefix, bundle_id), *indexes]
+
+
+class RedisInboxStore:
+    """:class:`~protocol.ports.InboxStore` on Redis, shared fleet-wide (ADR 0010, inbox).
+
+    Invariants: a bundle's record hash holds every :class:`InboxRecord` field
+    (numbers as Python ``repr``, so floats round-trip exactly), ``fence`` (the
+    last fencing token issued) and the ``lease_*`` fields exactly while the
+    status is ``claimed``; the bundle id is in exactly one of its queue's
+    status indexes (the one its status names), in ``all`` always, in ``due``
+    while open and in ``leases`` while claimed. Only the scripts here write
+    these keys, one script per atomic step; each decides with the caller's
+    ``now``. No inbox key has a TTL.
+
+    Steps on one bundle first read its (immutable) queue with one ``HMGET``
+    to name the queue's index keys, so every key a script touches is passed
+    in ``KEYS``; the script checks the queue again. All inbox keys share the
+    hash tag ``{inbox}`` and so one Cluster slot.
+    """
+
+    def __init__(self, client: Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self._client = client
+        self._prefix = _checked_prefix(prefix)
+        self._create = client.register_script(_CREATE_LUA)
+        self._claim = client.register_script(_CLAIM_LUA)
+        self._release = client.register_script(_RELEASE_LUA)
+        self._decide = client.register_script(_DECIDE_LUA)
+        self._status = client.register_script(_STATUS_LUA)
+        self._requeue = client.register_script(_REQUEUE_LUA)
+        self._append = client.register_script(_APPEND_EVENT_LUA)
+
+    async def create(self, record: InboxRecord) -> tuple[InboxRecord, bool]:
+        """One script: look up the idempotency key, else store record and indexes."""
+        check_inbox_record(record)
+        prefix, queue, bundle_id = self._prefix, record.queue, record.bundle_id
+        keys = [
+            inbox_record_key(prefix, bundle_id),
+            inbox_idempotency_key(prefix, queue),
+            inbox_index_key(prefix, queue, "all"),
+            inbox_index_key(prefix, queue, "queued"),
+            inbox_index_key(prefix, queue, "due"),
+        ]
+        created_at, resolve_by = repr(record.created_at), repr(record.resolve_by)
+        args = [record.idempotency_key, bundle_id, created_at, resolve_by]
+        args += [part for field in _record_fields(record) for part in field]
+        with _translated("inbox create"):
+            outcome = await self._create(keys=keys, args=args)
+        verdict = _verdict(outcome)
+        if verdict == b"created":
+            return record, True
+        if verdict == b"duplicate":
+            raise DuplicateBundle("bundle id is stored under another idempotency key")
+        stored = await self.get(_owner_text(outcome[1]))
+        if stored is None:
+            raise StoreUnavailable("idempotency key names a missing bundle (edited keys?)")
+        return stored, False
+
+    async def get(self, bundle_id: str) -> InboxRecord | None:
+        """One ``HGETALL``."""
+        if not storable_inbox_id(bundle_id):
+            return None
+        with _translated("inbox read"):
+            fields = await self._client.hgetall(inbox_record_key(self._prefix, bundle_id))
+        return _inbox_record(cast("dict[bytes, bytes]", fields)) if fields else None
+
+    async def list(
+        self, queue: str, *, status: InboxStatus | None = None, limit: int = 100
+    ) -> Sequence[InboxRecord]:
+        """``ZRANGE`` of the index, then the records in one ``MULTI``/``EXEC``;
+        a record that left ``status`` in between is dropped."""
+        check_inbox_page(queue, limit=limit, status=status)
+        if limit <= 0:
+            return ()
+        index = inbox_index_key(self._prefix, queue, status or "all")
+        with _translated("inbox list"):
+            members = cast("Sequence[bytes]", await self._client.zrange(index, 0, limit - 1))
+            if not members:
+                return ()
+            async with self._client.pipeline(transaction=True) as pipe:
+                for member in members:
+                    pipe.hgetall(inbox_record_key(self._prefix, _owner_text(member)))
+                rows: Sequence[dict[bytes, bytes]] = await pipe.execute()
+        if not all(rows):
+            raise StoreUnavailable("inbox index names a missing bundle (edited keys?)")
+        records = (_inbox_record(row) for row in rows)
+        return tuple(r for r in records if status is None or r.status == status)
+
+    async def claim(self, bundle_id: str, owner: str, *, lease_s: float, now: float) -> Lease:
+        """One script: take, take over or renew the lease; ``HINCRBY fence``."""
+        check_inbox_call(bundle_id, now=now, owner=owner, lease_s=lease_s)
+        until = float(now + lease_s)
+        outcome = await self._step(self._claim, bundle_id, now, [owner, repr(until)], "claim")
+        verdict = _verdict(outcome)
+        if verdict == b"ok":
+            return Lease(owner, until, int(outcome[1]))
+        if verdict == b"held":
+            raise Conflict("another owner holds a live lease")
+        if verdict == b"due":
+            raise Conflict("bundle is past its resolve_by")
+        raise Conflict("bundle is no longer open")
+
+    async def release(self, bundle_id: str, *, fencing_token: int, now: float) -> None:
+        """One script: drop the live lease named by ``fencing_token``."""
+        check_inbox_call(bundle_id, now=now)
+        if not counter_in_range(fencing_token):
+            raise Conflict("fencing token is not current")
+        outcome = await self._step(self._release, bundle_id, now, [fencing_token], "release")
+        if _verdict(outcome) != b"ok":
+            raise Conflict("fencing token is not the live lease's")
+
+    async def decide(
+        self, bundle_id: str, *, fencing_token: int, version: int, decision: str, now: float
+    ) -> InboxRecord:
+        """One script: check lease, token, version and deadline, then record."""
+        check_inbox_call(bundle_id, now=now)
+        check_opaque("decision", decision)
+        if not (counter_in_range(fencing_token) and counter_in_range(version)):
+            raise StaleDecision("fencing token or version is not current")
+        args: Sequence[str | int] = [fencing_token, version, decision]
+        outcome = await self._step(self._decide, bundle_id, now, args, "decide")
+        if _verdict(outcome) != b"ok":
+            raise StaleDecision(_owner_text(outcome[1]))
+        return _inbox_record(_pairs(outcome[1]))
+
+    async def set_status(self, bundle_id: str, status: InboxStatus, *, now: float) -> None:
+        """One script along :data:`~protocol.ports.STATUS_TRANSITIONS`."""
+        check_inbox_call(bundle_id, now=now)
+        check_status_target(status)
+        outcome = await self._step(self._status, bundle_id, now, [status], "status")
+        verdict = _verdict(outcome)
+        if verdict == b"early":
+            raise Conflict("bundle is not due yet")
+        if verdict != b"ok":
+            raise Conflict(f"the bundle cannot become {status} from its status")
+
+    async def append_event(self, bundle_id: str, event: str, *, seq: int) -> None:
+        """One script: ``LLEN`` must equal ``seq``, then ``RPUSH``."""
+        check_inbox_call(bundle_id)
+        check_opaque("event", event)
+        if not counter_in_range(seq):
+            raise ChainConflict(f"event seq {seq} is not the next position")
+        keys = [
+            inbox_record_key(self._prefix, bundle_id),
+            inbox_events_key(self._prefix, bundle_id),
+        ]
+        with _translated("inbox event append"):
+            result = await self._append(keys=keys, args=[seq, event])
+        if result == -1:
+            raise NotFound("no such bundle")
+        if result != 1:
+            raise ChainConflict(f"event seq {seq} is not the next position; re-read and retry")
+
+    async def events(self, bundle_id: str) -> Sequence[str]:
+        """One ``LRANGE``."""
+        if not storable_inbox_id(bundle_id):
+            return ()
+        with _translated("inbox events"):
+            items = await self._client.lrange(inbox_events_key(self._prefix, bundle_id), 0, -1)
+        return tuple(_owner_text(item) for item in items)
+
+    async def requeue_lapsed(
+        self, queue: str, *, now: float, limit: int = 100
+    ) -> Sequence[InboxRecord]:
+        """The ``leases`` index up to ``now``, then one requeue script per bundle
+        (pipelined); each script re-checks the lease, so a bundle renewed in
+        between is left alone."""
+        check_inbox_page(queue, limit=limit, now=now)
+        index = inbox_index_key(self._prefix, queue, "leases")
+        return await self._sweep(
+            self._requeue, queue=queue, index=index, now=now, limit=limit, args=[], what="requeue"
+        )
+
+    async def expire_due(
+        self, queue: str, *, now: float, limit: int = 100
+    ) -> Sequence[InboxRecord]:
+        """The ``due`` index up to ``now``, then the status script (``expired``)
+        per bundle, pipelined; each re-checks status and deadline."""
+        check_inbox_page(queue, limit=limit, now=now)
+        index = inbox_index_key(self._prefix, queue, "due")
+        return await self._sweep(
+            self._status,
+            queue=queue,
+            index=index,
+            now=now,
+            limit=limit,
+            args=["expired"],
+            what="expiry",
+        )
+
+    async def _step(
+        self,
+        script: AsyncScript,
+        bundle_id: str,
+        now: float,
+        args: Sequence[str | int],
+        what: str,
+    ) -> Sequence[Any]:
+        """Look up the bundle's queue, then run ``script`` on its keys.
+
+        The queue never changes after create, so reading it first is safe;
+        the script checks it again. :class:`NotFound` for an unknown bundle.
+        """
+        with _translated(f"inbox {what}"):
+            queue, stored_id = await self._client.hmget(
+                inbox_record_key(self._prefix, bundle_id), ["queue", "bundle_id"]
+            )
+            if queue is None and stored_id is None:
+                raise NotFound("no such bundle")
+            if queue is None or stored_id is None:
+                raise StoreUnavailable("inbox record is malformed (edited key?)")
+            queue_name = _owner_text(queue)
+            keys = inbox_keys(self._prefix, bundle_id, queue_name)
+            outcome = await script(keys=keys, args=[queue_name, repr(now), *args])
+        if _verdict(outcome) == b"missing":
+            raise NotFound("no such bundle")
+        return cast("Sequence[Any]", outcome)
+
+    async def _sweep(
+        self,
+        script: AsyncScript,
+        *,
+        queue: str,
+        index: str,
+        now: float,
+        limit: int,
+        args: Sequence[str],
+        what: str,
+    ) -> tuple[InboxRecord, ...]:
+        """Run ``script`` on the bundles of ``index`` scored up to ``now``; the
+        records of those it moved."""
+        if limit <= 0:
+            return ()
+        with _translated(f"inbox {what}"):
+            members = cast(
+                "Sequence[bytes]",
+                await self._client.zrangebyscore(index, "-inf", repr(now), start=0, num=limit),
+            )
+            if not members:
+                return ()
+            async with self._client.pipeline(transaction=False) as pipe:
+                for member in members:
+                    keys = inbox_keys(self._prefix, _owner_text(member), queue)
+                    await script(keys=keys, args=[queue, repr(now), *args], client=pipe)
+                outcomes: Sequence[Any] = await pipe.execute()
+        return tuple(
+            _inbox_record(_pairs(outcome[1])) for outcome in outcomes if _verdict(outcome) == b"ok"
+        )
+
+
+def _record_fields(record: InboxRecord) -> list[tuple[str, str]]:
+    """The record hash of a new bundle (numbers as ``repr``: exact round trip)."""
+    return [
+        ("bundle_id", record.bundle_id),
+        ("queue", record.queue),
+        ("conversation", record.conversation),
+        ("idempotency_key", record.idempotency_key),
+        ("origin", record.origin),
+        ("status", record.status),
+        ("version", str(record.version)),
+        ("bundle_digest", record.bundle_digest),
+        ("sealed_bundle", record.sealed_bundle),
+        ("created_at", repr(record.created_at)),
+        ("resolve_by", repr(record.resolve_by)),
+        ("fence", "0"),
+    ]
+
+
+def _verdict(outcome: Any) -> bytes:
+    """The first element of a script's reply (its verdict word)."""
+    if not isinstance(outcome, list) or not outcome or not isinstance(outcome[0], bytes):
+        raise StoreUnavailable("unexpected reply from an inbox script")
+    return outcome[0]
+
+
+def _pairs(flat: Any) -> dict[bytes, bytes]:
+    """``HGETALL`` as a Lua script returns it (a flat list) as a dict."""
+    items = list(flat)
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+def _inbox_record(fields: dict[bytes, bytes]) -> InboxRecord:
+    """A record hash as a record; a hash the scripts could not have written
+    (missing or malformed field, lease without ``claimed``) fails closed."""
+    try:
+        text = {name: fields[name.encode()].decode("utf-8") for name in _TEXT_FIELDS}
+        status = text["status"]
+        lease = None
+        if any(name in fields for name in _LEASE_FIELDS):
+            owner, until, token = (fields[name] for name in _LEASE_FIELDS)
+            lease = Lease(owner.decode("utf-8"), float(until), int(token))
+        if status not in INBOX_STATUSES or (lease is not None) != (status == "claimed"):
+            raise ValueError("status and lease disagree")
+        decision = fields.get(b"decision")
+        return InboxRecord(
+            bundle_id=text["bundle_id"],
+            queue=text["queue"],
+            conversation=text["conversation"],
+            idempotency_key=text["idempotency_key"],
+            origin=text["origin"],
+            status=status,
+            version=int(fields[b"version"]),
+            bundle_digest=text["bundle_digest"],
+            sealed_bundle=text["sealed_bundle"],
+            created_at=float(fields[b"created_at"]),
+            resolve_by=float(fields[b"resolve_by"]),
+            lease=lease,
+            decision=None if decision is None else decision.decode("utf-8"),
+        )
+    except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise StoreUnavailable("inbox record is malformed (edited key?)") from exc
+
+
+_TEXT_FIELDS: Final = (
+    "bundle_id",
+    "queue",
+    "conversation",
+    "idempotency_key",
+    "origin",
+    "status",
+    "bundle_digest",
+    "sealed_bundle",
+)

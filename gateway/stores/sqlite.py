@@ -24,6 +24,12 @@ Tables (created on first use, ``IF NOT EXISTS``):
 ``bindings(kind, key, owner, expires_at)``
     primary key ``(kind, key)``; the owner of a handle while the injected
     ``now`` is before ``expires_at``.
+``inbox_bundles(bundle_id, queue, ..., fence, lease_owner, lease_until, lease_token, decision)``
+    primary key ``bundle_id``, ``UNIQUE (queue, idempotency_key)``; the
+    handoff record (ciphertext only), the last fencing token issued and the
+    lease (set exactly when the status is ``claimed``).
+``inbox_events(bundle_id, seq, event)``
+    primary key ``(bundle_id, seq)``; the bundle's signed lifecycle events.
 
 Every time here is the injected ``now``: the store never reads a clock.
 
@@ -45,7 +51,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from gateway.stores.common import (
     Window,
@@ -63,13 +69,37 @@ from gateway.stores.common import (
 from keys.atrest import StoreCipher
 from protocol.audit import AuditEvent
 from protocol.chain import GENESIS, ChainHead
-from protocol.errors import ChainConflict, StoreUnavailable
-from protocol.ports import RateDecision, check_binding
+from protocol.errors import (
+    ChainConflict,
+    Conflict,
+    DuplicateBundle,
+    NotFound,
+    StaleDecision,
+    StoreUnavailable,
+)
+from protocol.ports import (
+    INBOX_STATUSES,
+    OPEN_STATUSES,
+    STATUS_TRANSITIONS,
+    InboxRecord,
+    InboxStatus,
+    Lease,
+    RateDecision,
+    check_binding,
+    check_inbox_call,
+    check_inbox_page,
+    check_inbox_record,
+    check_opaque,
+    check_status_target,
+    counter_in_range,
+    storable_inbox_id,
+)
 from protocol.transcript import TranscriptEntry
 
 __all__ = [
     "SqliteAuditLog",
     "SqliteBindingStore",
+    "SqliteInboxStore",
     "SqliteNonceStore",
     "SqliteRateLimiter",
     "SqliteTranscriptStore",
@@ -712,3 +742,345 @@ class SqliteBindingStore:
             return cursor.rowcount == 1
 
         return await self._writes.run("binding store", write)
+
+
+# Inbox statements, each a literal (no SQL is assembled at run time).
+_INBOX_TABLES: Final = (
+    "CREATE TABLE IF NOT EXISTS inbox_bundles ("
+    " bundle_id TEXT PRIMARY KEY, queue TEXT NOT NULL, conversation TEXT NOT NULL,"
+    " idempotency_key TEXT NOT NULL, origin TEXT NOT NULL,"
+    " status TEXT NOT NULL CHECK (status IN"
+    " ('queued', 'claimed', 'decided', 'delivered', 'acknowledged', 'expired', 'cancelled')),"
+    " version INTEGER NOT NULL CHECK (version >= 1), bundle_digest TEXT NOT NULL,"
+    " sealed_bundle TEXT NOT NULL, created_at REAL NOT NULL, resolve_by REAL NOT NULL,"
+    " fence INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_until REAL,"
+    " lease_token INTEGER, decision TEXT,"
+    " UNIQUE (queue, idempotency_key),"
+    " CHECK ((status = 'claimed') = (lease_owner IS NOT NULL)),"
+    " CHECK ((lease_owner IS NULL) = (lease_until IS NULL)),"
+    " CHECK ((lease_owner IS NULL) = (lease_token IS NULL)))",
+    "CREATE INDEX IF NOT EXISTS inbox_by_created ON inbox_bundles (queue, created_at, bundle_id)",
+    "CREATE INDEX IF NOT EXISTS inbox_by_status"
+    " ON inbox_bundles (queue, status, created_at, bundle_id)",
+    "CREATE INDEX IF NOT EXISTS inbox_by_deadline ON inbox_bundles (queue, resolve_by, bundle_id)",
+    "CREATE INDEX IF NOT EXISTS inbox_by_lease"
+    " ON inbox_bundles (queue, lease_until, bundle_id) WHERE lease_until IS NOT NULL",
+    "CREATE TABLE IF NOT EXISTS inbox_events ("
+    " bundle_id TEXT NOT NULL, seq INTEGER NOT NULL CHECK (seq >= 0),"
+    " event TEXT NOT NULL, PRIMARY KEY (bundle_id, seq))",
+)
+_INBOX_INSERT: Final = (
+    "INSERT INTO inbox_bundles (bundle_id, queue, conversation, idempotency_key, origin,"
+    " status, version, bundle_digest, sealed_bundle, created_at, resolve_by)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_INBOX_SELECT: Final = (
+    "SELECT bundle_id, queue, conversation, idempotency_key, origin, status, version,"
+    " bundle_digest, sealed_bundle, created_at, resolve_by, lease_owner, lease_until,"
+    " lease_token, decision FROM inbox_bundles"
+)
+_INBOX_BY_ID: Final = _INBOX_SELECT + " WHERE bundle_id = ?"
+_INBOX_BY_KEY: Final = _INBOX_SELECT + " WHERE queue = ? AND idempotency_key = ?"
+_INBOX_LIST: Final = _INBOX_SELECT + " WHERE queue = ? ORDER BY created_at, bundle_id LIMIT ?"
+_INBOX_LIST_STATUS: Final = (
+    _INBOX_SELECT + " WHERE queue = ? AND status = ? ORDER BY created_at, bundle_id LIMIT ?"
+)
+_INBOX_CLAIM_STATE: Final = (
+    "SELECT status, resolve_by, lease_owner, lease_until, fence FROM inbox_bundles"
+    " WHERE bundle_id = ?"
+)
+_INBOX_LEASE_STATE: Final = (
+    "SELECT status, lease_token, lease_until, version, resolve_by FROM inbox_bundles"
+    " WHERE bundle_id = ?"
+)
+_INBOX_STATUS_STATE: Final = "SELECT status, resolve_by FROM inbox_bundles WHERE bundle_id = ?"
+_INBOX_CLAIM: Final = (
+    "UPDATE inbox_bundles SET status = 'claimed', fence = ?, lease_owner = ?,"
+    " lease_until = ?, lease_token = ? WHERE bundle_id = ?"
+)
+_INBOX_REQUEUE: Final = (
+    "UPDATE inbox_bundles SET status = 'queued', lease_owner = NULL, lease_until = NULL,"
+    " lease_token = NULL WHERE bundle_id = ?"
+)
+_INBOX_DECIDE: Final = (
+    "UPDATE inbox_bundles SET status = 'decided', decision = ?, version = version + 1,"
+    " lease_owner = NULL, lease_until = NULL, lease_token = NULL WHERE bundle_id = ?"
+)
+_INBOX_OUTCOME: Final = (
+    "UPDATE inbox_bundles SET status = ?, version = version + 1, lease_owner = NULL,"
+    " lease_until = NULL, lease_token = NULL WHERE bundle_id = ?"
+)
+_INBOX_LAPSED: Final = (
+    "SELECT bundle_id FROM inbox_bundles WHERE queue = ? AND status = 'claimed'"
+    " AND lease_until <= ? ORDER BY lease_until, bundle_id LIMIT ?"
+)
+_INBOX_DUE: Final = (
+    "SELECT bundle_id FROM inbox_bundles WHERE queue = ? AND status IN ('queued', 'claimed')"
+    " AND resolve_by <= ? ORDER BY resolve_by, bundle_id LIMIT ?"
+)
+_INBOX_EVENT_COUNT: Final = "SELECT coalesce(max(seq) + 1, 0) FROM inbox_events WHERE bundle_id = ?"
+_INBOX_EVENT_INSERT: Final = "INSERT INTO inbox_events (bundle_id, seq, event) VALUES (?, ?, ?)"
+_INBOX_EVENTS: Final = "SELECT event FROM inbox_events WHERE bundle_id = ? ORDER BY seq"
+
+
+class SqliteInboxStore:
+    """:class:`~protocol.ports.InboxStore` on SQLite: one row per bundle, one per event.
+
+    ``inbox_bundles`` holds the record, the last fencing token issued
+    (``fence``, kept when a lease is dropped so that the next claim's token is
+    larger) and the lease columns, which ``CHECK`` constraints keep set
+    exactly when the status is ``claimed``. ``(queue, idempotency_key)`` is
+    ``UNIQUE``, so an idempotent create is one ``INSERT ... ON CONFLICT DO
+    NOTHING`` and the stored row is read back in the same transaction.
+    ``inbox_events`` is keyed by ``(bundle_id, seq)``; an append compares
+    ``seq`` with the stored count under the write lock.
+
+    Every write is one function run by the connection's group commit, under
+    SQLite's write lock (so atomic across processes sharing the file): it
+    reads the row, decides with the injected ``now``, and either raises
+    before it writes anything or writes. Reads are single ``SELECT``
+    statements. The sealed bundle, the decision and the events are stored as
+    given and never parsed.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._writes = _group_commit(conn)
+        _create(conn, "inbox", *_INBOX_TABLES)
+
+    async def create(self, record: InboxRecord) -> tuple[InboxRecord, bool]:
+        """Insert, or read back the record already stored under the key."""
+        check_inbox_record(record)
+        row = (
+            record.bundle_id,
+            record.queue,
+            record.conversation,
+            record.idempotency_key,
+            record.origin,
+            record.status,
+            record.version,
+            record.bundle_digest,
+            record.sealed_bundle,
+            record.created_at,
+            record.resolve_by,
+        )
+
+        def write(conn: sqlite3.Connection) -> tuple[InboxRecord, bool]:
+            if conn.execute(_INBOX_INSERT, row).rowcount == 1:
+                return _inbox_record(_inbox_row(conn, record.bundle_id)), True
+            stored = conn.execute(_INBOX_BY_KEY, (record.queue, record.idempotency_key)).fetchone()
+            if stored is None:  # the insert hit the bundle_id key instead
+                raise DuplicateBundle("bundle id is stored under another idempotency key")
+            return _inbox_record(stored), False
+
+        return await self._writes.run("inbox create", write)
+
+    async def get(self, bundle_id: str) -> InboxRecord | None:
+        """One ``SELECT`` by primary key."""
+        if not storable_inbox_id(bundle_id):
+            return None
+        with _translated("inbox read"):
+            row = self._conn.execute(_INBOX_BY_ID, (bundle_id,)).fetchone()
+        return None if row is None else _inbox_record(row)
+
+    async def list(
+        self, queue: str, *, status: InboxStatus | None = None, limit: int = 100
+    ) -> Sequence[InboxRecord]:
+        """One ``SELECT`` on the ``(queue[, status], created_at, bundle_id)`` index."""
+        check_inbox_page(queue, limit=limit, status=status)
+        if limit <= 0:
+            return ()
+        with _translated("inbox list"):
+            if status is None:
+                rows = self._conn.execute(_INBOX_LIST, (queue, limit)).fetchall()
+            else:
+                rows = self._conn.execute(_INBOX_LIST_STATUS, (queue, status, limit)).fetchall()
+        return tuple(_inbox_record(row) for row in rows)
+
+    async def claim(self, bundle_id: str, owner: str, *, lease_s: float, now: float) -> Lease:
+        """Read the row under the write lock; take, take over or renew the lease."""
+        check_inbox_call(bundle_id, now=now, owner=owner, lease_s=lease_s)
+        until = float(now + lease_s)
+
+        def write(conn: sqlite3.Connection) -> Lease:
+            status, resolve_by, holder, held_until, fence = _inbox_state(
+                conn, _INBOX_CLAIM_STATE, bundle_id
+            )
+            if status not in OPEN_STATUSES:
+                raise Conflict(f"bundle is {status}, no longer open")
+            if not now < resolve_by:
+                raise Conflict("bundle is past its resolve_by")
+            if status == "claimed" and now < held_until and holder != owner:
+                raise Conflict("another owner holds a live lease")
+            token = int(fence) + 1
+            conn.execute(_INBOX_CLAIM, (token, owner, until, token, bundle_id))
+            return Lease(owner, until, token)
+
+        return await self._writes.run("inbox claim", write)
+
+    async def release(self, bundle_id: str, *, fencing_token: int, now: float) -> None:
+        """Drop the live lease named by ``fencing_token``; the bundle is queued again."""
+        check_inbox_call(bundle_id, now=now)
+        if not counter_in_range(fencing_token):
+            raise Conflict("fencing token is not current")
+
+        def write(conn: sqlite3.Connection) -> None:
+            status, token, held_until, _, _ = _inbox_state(conn, _INBOX_LEASE_STATE, bundle_id)
+            if status != "claimed" or token != fencing_token or not now < held_until:
+                raise Conflict("fencing token is not the live lease's")
+            conn.execute(_INBOX_REQUEUE, (bundle_id,))
+
+        await self._writes.run("inbox release", write)
+
+    async def decide(
+        self, bundle_id: str, *, fencing_token: int, version: int, decision: str, now: float
+    ) -> InboxRecord:
+        """Check lease, token, version and deadline under the write lock, then record."""
+        check_inbox_call(bundle_id, now=now)
+        check_opaque("decision", decision)
+        if not (counter_in_range(fencing_token) and counter_in_range(version)):
+            raise StaleDecision("fencing token or version is not current")
+
+        def write(conn: sqlite3.Connection) -> InboxRecord:
+            status, token, held_until, stored_version, resolve_by = _inbox_state(
+                conn, _INBOX_LEASE_STATE, bundle_id
+            )
+            if status != "claimed":
+                raise StaleDecision(f"bundle is {status}, not claimed")
+            if token != fencing_token:
+                raise StaleDecision("fencing token is not the current lease's")
+            if not now < held_until:
+                raise StaleDecision("the lease lapsed")
+            if stored_version != version:
+                raise StaleDecision("version is not current")
+            if not now < resolve_by:
+                raise StaleDecision("bundle is past its resolve_by")
+            conn.execute(_INBOX_DECIDE, (decision, bundle_id))
+            return _inbox_record(_inbox_row(conn, bundle_id))
+
+        return await self._writes.run("inbox decide", write)
+
+    async def set_status(self, bundle_id: str, status: InboxStatus, *, now: float) -> None:
+        """Move along :data:`~protocol.ports.STATUS_TRANSITIONS` under the write lock."""
+        check_inbox_call(bundle_id, now=now)
+        check_status_target(status)
+
+        def write(conn: sqlite3.Connection) -> None:
+            current, resolve_by = _inbox_state(conn, _INBOX_STATUS_STATE, bundle_id)
+            if current not in STATUS_TRANSITIONS[status]:
+                raise Conflict(f"a bundle that is {current} cannot become {status}")
+            if status == "expired" and now < resolve_by:
+                raise Conflict("bundle is not due yet")
+            conn.execute(_INBOX_OUTCOME, (status, bundle_id))
+
+        await self._writes.run("inbox status", write)
+
+    async def append_event(self, bundle_id: str, event: str, *, seq: int) -> None:
+        """Compare-and-append: stored iff ``seq`` is the number of events stored."""
+        check_inbox_call(bundle_id)
+        check_opaque("event", event)
+        if not counter_in_range(seq):
+            raise ChainConflict(f"event seq {seq} is not the next position")
+
+        def write(conn: sqlite3.Connection) -> None:
+            _inbox_state(conn, _INBOX_STATUS_STATE, bundle_id)
+            (length,) = conn.execute(_INBOX_EVENT_COUNT, (bundle_id,)).fetchone()
+            if length != seq:
+                raise ChainConflict(f"event seq {seq}, but {length} stored; re-read and retry")
+            conn.execute(_INBOX_EVENT_INSERT, (bundle_id, seq, event))
+
+        await self._writes.run("inbox event append", write)
+
+    async def events(self, bundle_id: str) -> Sequence[str]:
+        """One ``SELECT`` on the ``(bundle_id, seq)`` key."""
+        if not storable_inbox_id(bundle_id):
+            return ()
+        with _translated("inbox events"):
+            rows = self._conn.execute(_INBOX_EVENTS, (bundle_id,)).fetchall()
+        return tuple(str(event) for (event,) in rows)
+
+    async def requeue_lapsed(
+        self, queue: str, *, now: float, limit: int = 100
+    ) -> Sequence[InboxRecord]:
+        """One transaction: pick the lapsed leases, drop them, read the rows back."""
+        check_inbox_page(queue, limit=limit, now=now)
+        if limit <= 0:
+            return ()
+
+        def write(conn: sqlite3.Connection) -> tuple[InboxRecord, ...]:
+            lapsed = conn.execute(_INBOX_LAPSED, (queue, now, limit)).fetchall()
+            for (bundle_id,) in lapsed:
+                conn.execute(_INBOX_REQUEUE, (bundle_id,))
+            return tuple(_inbox_record(_inbox_row(conn, bundle_id)) for (bundle_id,) in lapsed)
+
+        return await self._writes.run("inbox requeue", write)
+
+    async def expire_due(
+        self, queue: str, *, now: float, limit: int = 100
+    ) -> Sequence[InboxRecord]:
+        """One transaction: pick the due open bundles, expire them, read them back."""
+        check_inbox_page(queue, limit=limit, now=now)
+        if limit <= 0:
+            return ()
+
+        def write(conn: sqlite3.Connection) -> tuple[InboxRecord, ...]:
+            due = conn.execute(_INBOX_DUE, (queue, now, limit)).fetchall()
+            for (bundle_id,) in due:
+                conn.execute(_INBOX_OUTCOME, ("expired", bundle_id))
+            return tuple(_inbox_record(_inbox_row(conn, bundle_id)) for (bundle_id,) in due)
+
+        return await self._writes.run("inbox expiry", write)
+
+
+def _inbox_state(conn: sqlite3.Connection, query: str, bundle_id: str) -> Any:
+    """The row ``query`` selects for ``bundle_id``; :class:`NotFound` if there is none."""
+    row = conn.execute(query, (bundle_id,)).fetchone()
+    if row is None:
+        raise NotFound("no such bundle")
+    return row
+
+
+def _inbox_row(conn: sqlite3.Connection, bundle_id: str) -> Any:
+    """The full row of a bundle (read under the write lock that just wrote it)."""
+    return _inbox_state(conn, _INBOX_BY_ID, bundle_id)
+
+
+def _inbox_record(row: Any) -> InboxRecord:
+    """A stored row as a record; a status the store cannot have written fails closed."""
+    (
+        bundle_id,
+        queue,
+        conversation,
+        idempotency_key,
+        origin,
+        status,
+        version,
+        bundle_digest,
+        sealed_bundle,
+        created_at,
+        resolve_by,
+        lease_owner,
+        lease_until,
+        lease_token,
+        decision,
+    ) = row
+    if status not in INBOX_STATUSES:
+        raise StoreUnavailable("inbox record has an unknown status (edited file?)")
+    lease = None
+    if lease_token is not None:
+        lease = Lease(str(lease_owner), float(lease_until), int(lease_token))
+    return InboxRecord(
+        bundle_id=str(bundle_id),
+        queue=str(queue),
+        conversation=str(conversation),
+        idempotency_key=str(idempotency_key),
+        origin=str(origin),
+        status=cast("InboxStatus", status),
+        version=int(version),
+        bundle_digest=str(bundle_digest),
+        sealed_bundle=str(sealed_bundle),
+        created_at=float(created_at),
+        resolve_by=float(resolve_by),
+        lease=lease,
+        decision=None if decision is None else str(decision),
+    )
