@@ -22,6 +22,7 @@ from typing import Final
 
 from aiohttp import web
 
+from gateway.inbox import Inbox
 from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
 from gateway.proxy import ALL_STAGES, Gateway
 from gateway.push import PushRelay, WebhookDelivery
@@ -36,6 +37,7 @@ __all__ = ["GATEWAY", "AppOptions", "admin_app", "gateway_app"]
 
 GATEWAY: Final = web.AppKey("gateway", Gateway)
 PUSH: Final = web.AppKey("push", PushRelay)
+INBOX: Final = web.AppKey("inbox", Inbox)
 STORES: Final = web.AppKey("stores", Stores)
 
 
@@ -102,6 +104,12 @@ def gateway_app(
             clock=options.clock,
         )
         app[PUSH] = PushRelay(gateway, delivery)
+        app[INBOX] = Inbox(
+            gateway,
+            stores.inbox,
+            queues={queue.name: queue for queue in runtime.config.queues},
+            recipients={name: tuple(keys) for name, keys in runtime.queue_keys.items()},
+        )
         yield
         await delivery.close()
         for upstream in upstreams.values():
@@ -124,6 +132,11 @@ def gateway_app(
         return await request.app[PUSH].handle(request)
 
     app.router.add_post("/push/{relay}", push)
+
+    async def inbox(request: web.Request) -> web.StreamResponse:
+        return await request.app[INBOX].handle(request)
+
+    app.router.add_post("/a2a/inbox/{queue}", inbox)
     return app
 
 

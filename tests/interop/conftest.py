@@ -35,7 +35,7 @@ from aiohttp import web
 from adapters.agent import GatewayVerifier, RequestSigner
 from gateway.app import STORES, AppOptions, admin_app, gateway_app
 from gateway.config import load
-from gateway.devdata import DataFolder, init_data_folder
+from gateway.devdata import DataFolder, init_data_folder, write_operator
 from gateway.metrics import Metrics
 from gateway.runtime import load_runtime
 from gateway.stores import Stores
@@ -266,6 +266,8 @@ async def start_fleet(
     assistant_extra: str = "",
     push: bool = False,
     a2a_app: Callable[[int], Any] | None = None,
+    extra: str = "",
+    operators: tuple[str, ...] = (),
 ) -> AsyncIterator[Fleet]:
     """The fleet; ``push=True`` gives the A2A agent a push sender that reaches the
     gateway as agent ``assistant`` (its certificate and signature)."""
@@ -310,9 +312,12 @@ async def start_fleet(
                 webhooks=json.dumps(list(webhooks)),
                 gateway_extra=gateway_extra,
                 assistant_extra=assistant_extra,
-            ),
+            )
+            + extra,
             encoding="utf-8",
         )
+        for operator in operators:
+            write_operator(folder, operator, now=dt.datetime.now(dt.UTC))
         runtime = load_runtime(load(folder.config), folder.root)
         metrics = Metrics()
         app = gateway_app(runtime, metrics, AppOptions())
