@@ -45,6 +45,8 @@ SHAPES: dict[type[Any], dict[str, set[str]]] = {
         "set_status": {"now"},
         "append_event": {"seq"},
         "events": set(),
+        "requeue_lapsed": {"now", "limit"},
+        "expire_due": {"now", "limit"},
     },
 }
 
