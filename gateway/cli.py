@@ -17,6 +17,8 @@
     baton sidecar --agent NAME [--listen H:P] [--gateway URL] [--dir DIR]
                                                     loopback proxy signing for one agent
     baton demo [DIR]                                a signed, encrypted, replay-proof hop
+    baton verify FILE [--operator-key PATH] [--dir DIR]
+                                                    check a handoff export or decision offline
 
 Exit status: 0 success, 1 refused or failed (the reason on stderr), 2 usage.
 """
@@ -28,6 +30,7 @@ import asyncio
 import datetime as dt
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -52,6 +55,7 @@ from gateway.serve import run as run_server
 from gateway.serve import serve_worker
 from gateway.sidecar import SidecarConfig, agent_tls_context, sidecar_app
 from gateway.stores import Stores
+from gateway.verify import load_verification_keys, verify_artifact
 from keys.errors import KeysError
 from keys.files import load_private_jwks, save_jwks, save_private_jwks
 from protocol.errors import BatonError
@@ -305,6 +309,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Offline: public keys from ``--dir``, the bundle opened with ``--operator-key``."""
+    keys = load_verification_keys(Path(args.dir))
+    private = load_private_jwks(Path(args.operator_key)) if args.operator_key else None
+    report = verify_artifact(
+        Path(args.file).read_bytes(),
+        gateway_keys=keys.gateway,
+        operator_keys=keys.operators,
+        operator_private=private,
+        now=time.time(),
+        expect_conversation=args.expect_conversation,
+        expect_queue=args.expect_queue,
+        queue_operators=keys.queue_operators,
+    )
+    print("\n".join(report.lines()))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="baton", description="Baton security gateway")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -357,6 +379,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _sidecar_parser(commands)
     _operators_parser(commands)
+    _verify_parser(commands)
 
     demo = commands.add_parser("demo", help="one signed, encrypted, replay-proof hop")
     demo.add_argument("dir", nargs="?", default=".", help="folder holding baton.toml")
@@ -389,6 +412,18 @@ def _operators_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     listing.set_defaults(run=_cmd_operators_list)
     for sub in (add, listing):
         sub.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
+
+
+def _verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    verify = commands.add_parser("verify", help="check a handoff export or decision offline")
+    verify.add_argument("file", help="an export (baton-handoff-export), a decision or a bundle")
+    verify.add_argument(
+        "--operator-key", help="an operator's private encryption JWKS, to open the bundle"
+    )
+    verify.add_argument("--expect-queue", help="fail unless the bundle is for this queue")
+    verify.add_argument("--expect-conversation", help="fail unless it is for this conversation")
+    verify.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
+    verify.set_defaults(run=_cmd_verify)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
