@@ -94,6 +94,10 @@ class Call:
     #: (MCP ``tools/call`` / ``prompts/get`` arguments), binding MRTR request
     #: states and approvals to exactly these arguments. None when there are none.
     args_digest: str | None = None
+    #: MCP handshake era: the validated ``Mcp-Session-Id`` the request carries.
+    session_id: str | None = None
+    #: MCP 2026-07-28: the MRTR ``requestState`` a retried request echoes.
+    request_state: str | None = None
 
 
 def _http_name(http_method: str, path: str) -> str:

@@ -50,6 +50,7 @@ import binascii
 import json
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -166,17 +167,22 @@ def parse_mcp(body: bytes, *, http_method: str, headers: Mapping[str, str], max_
         raise MethodNotAllowed(f"HTTP method {_shown(http_method)} on an MCP endpoint")
     header_version = _header_version(headers)
     modern = header_version in MODERN_VERSIONS
-    if not modern:
-        # Handshake era: a malformed Mcp-Session-Id is refused here, before any lookup.
-        mcp_session_id(headers)
+    # Handshake era: a malformed Mcp-Session-Id is refused here, before any
+    # lookup. The modern era ignores the header (2026-07-28 transports).
+    session = None if modern else mcp_session_id(headers)
     if http_method == "POST":
         message = _load_message(body, max_depth=max_depth)
         if "method" in message:
-            return _request(message, headers=headers, header_version=header_version)
-        return _response(message, headers=headers, header_version=header_version)
-    if modern:
+            call = _request(message, headers=headers, header_version=header_version)
+        else:
+            call = _response(message, headers=headers, header_version=header_version)
+    elif modern:
         raise MethodNotAllowed(f"{http_method} is not served in MCP {header_version}")
-    return _bodyless(body, http_method=http_method, headers=headers, header_version=header_version)
+    else:
+        call = _bodyless(
+            body, http_method=http_method, headers=headers, header_version=header_version
+        )
+    return call if session is None else replace(call, session_id=session)
 
 
 def _header_version(headers: Mapping[str, str]) -> str | None:
@@ -219,7 +225,7 @@ def _request(
     _check_method_header(headers, method, required=modern)
     _check_name_header(headers, method, target, required=modern)
     _check_meta_version(params, header_version)
-    _check_request_state(params)
+    state = _check_request_state(params)
     kind, name = target if target is not None else (None, None)
     return Call(
         method,
@@ -232,6 +238,7 @@ def _request(
         target=name,
         streaming=modern and method == "subscriptions/listen" and not is_notification,
         args_digest=_args_digest(method, params),
+        request_state=state if modern else None,
     )
 
 
@@ -358,10 +365,12 @@ def _check_error_object(error: Any) -> None:
         raise InvalidRequest("JSON-RPC error message must be a string")
 
 
-def _check_request_state(params: Mapping[str, Any]) -> None:
+def _check_request_state(params: Mapping[str, Any]) -> str | None:
     """MRTR ``requestState``, when present, is the opaque string the server minted."""
-    if "requestState" in params and not isinstance(params["requestState"], str):
+    state = params.get("requestState")
+    if "requestState" in params and not isinstance(state, str):
         raise InvalidRequest("params.requestState must be a string")
+    return state
 
 
 # --------------------------------------------------------------------------- routing headers
@@ -477,9 +486,7 @@ def mrtr_request_state(body: bytes, *, max_depth: int) -> str | None:
     params = _load_message(body, max_depth=max_depth).get("params")
     if not isinstance(params, dict):
         return None
-    _check_request_state(params)
-    state = params.get("requestState")
-    return state if isinstance(state, str) else None
+    return _check_request_state(params)
 
 
 def mrtr_result_state(response_body: bytes, *, max_depth: int) -> str | None:

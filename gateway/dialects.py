@@ -5,7 +5,7 @@ differs by protocol is how a request is read (the adapters in ``adapters/``),
 which handles it names must belong to the caller, what a response hands out
 that must be bound to the caller, and how an error is written back:
 
-* :class:`HttpDialect` - generic JSON-RPC or HTTP (``protocol = "http"``).
+* :class:`Dialect` - generic JSON-RPC or HTTP (``protocol = "http"``).
 * :class:`McpDialect` - MCP Streamable HTTP, both eras. ``Mcp-Session-Id`` is
   bound to the identity whose ``initialize`` created it; any other caller
   presenting it gets 404, as for an unknown session (MCP 2025-11-25
@@ -60,7 +60,6 @@ from protocol.webhooks import check_webhook_url
 __all__ = [
     "A2aDialect",
     "Dialect",
-    "HttpDialect",
     "McpDialect",
     "Rendered",
     "dialect_for",
@@ -195,9 +194,6 @@ class Dialect:
             raise BadGateway(f"{kind} {key!r} handed to {caller} is bound to another identity")
 
 
-HttpDialect = Dialect
-
-
 def _handle_key(upstream: str, handle: str) -> str:
     """Binding key: handles are per upstream; long ones are hashed to stay bounded."""
     if len(handle) > 200:
@@ -223,12 +219,12 @@ class McpDialect(Dialect):
         self._names = names
 
     def parse(self, request: web.Request, body: bytes, tail: str) -> Call:
-        headers = lowered_headers(request)
-        call = mcp.parse_mcp(
-            body, http_method=request.method, headers=headers, max_depth=self._max_depth
+        return mcp.parse_mcp(
+            body,
+            http_method=request.method,
+            headers=lowered_headers(request),
+            max_depth=self._max_depth,
         )
-        mcp.mcp_session_id(headers)  # validated before anything uses it
-        return call
 
     async def authorize(
         self,
@@ -240,26 +236,23 @@ class McpDialect(Dialect):
         upstream: str,
         now: float,
     ) -> None:
-        session = mcp.mcp_session_id(lowered_headers(request))
-        modern = call.version in mcp.MODERN_VERSIONS
-        if session is not None and not modern:
+        # Both handles were read and validated by the adapter (parse_mcp).
+        if call.session_id is not None:
             await self._require_owner(
                 "mcp-session",
-                _handle_key(upstream, session),
+                _handle_key(upstream, call.session_id),
                 caller,
                 now,
                 SessionNotFound(f"{caller} presented a session it does not own"),
             )
-        if modern and body:
-            state = mcp.mrtr_request_state(body, max_depth=self._max_depth)
-            if state is not None:
-                await self._require_owner(
-                    "mrtr-state",
-                    _handle_key(upstream, _state_key(state, call)),
-                    caller,
-                    now,
-                    InvalidRequest(f"{caller} sent a requestState minted for another call"),
-                )
+        if call.request_state is not None:
+            await self._require_owner(
+                "mrtr-state",
+                _handle_key(upstream, _state_key(call.request_state, call)),
+                caller,
+                now,
+                InvalidRequest(f"{caller} sent a requestState minted for another call"),
+            )
 
     async def on_response(
         self,
@@ -298,21 +291,11 @@ class McpDialect(Dialect):
         authority: str,
         now: float,
     ) -> bytes:
-        if status < 400 and body:
-            filtered = self._filtered(call, body, caller, upstream)
-            if filtered is not None:
-                return filtered
-        if call.version in mcp.MODERN_VERSIONS and status < 400 and body:
-            state = mcp.mrtr_result_state(body, max_depth=self._max_depth)
-            if state is not None:
-                await self._bind(
-                    "mrtr-state",
-                    _handle_key(upstream, _state_key(state, call)),
-                    caller,
-                    REQUEST_STATE_TTL_S,
-                    now,
-                )
-        return body
+        if status >= 400 or not body:
+            return body
+        await self._bind_result_state(call, body, caller, upstream, now)
+        filtered = self._filtered(call, body, caller, upstream)
+        return body if filtered is None else filtered
 
     async def on_event(
         self, call: Call, event: bytes, *, caller: str, upstream: str, now: float
@@ -321,18 +304,20 @@ class McpDialect(Dialect):
         data = event_data(event)
         if not data:
             return event
-        if call.version in mcp.MODERN_VERSIONS:
-            state = mcp.mrtr_result_state(data, max_depth=self._max_depth)
-            if state is not None:
-                await self._bind(
-                    "mrtr-state",
-                    _handle_key(upstream, _state_key(state, call)),
-                    caller,
-                    REQUEST_STATE_TTL_S,
-                    now,
-                )
+        await self._bind_result_state(call, data, caller, upstream, now)
         filtered = self._filtered(call, data, caller, upstream)
         return event if filtered is None else with_data(event, filtered)
+
+    async def _bind_result_state(
+        self, call: Call, message: bytes, caller: str, upstream: str, now: float
+    ) -> None:
+        """An ``input_required`` answer's ``requestState`` belongs to ``caller``."""
+        if call.version not in mcp.MODERN_VERSIONS:
+            return
+        state = mcp.mrtr_result_state(message, max_depth=self._max_depth)
+        if state is not None:
+            key = _handle_key(upstream, _state_key(state, call))
+            await self._bind("mrtr-state", key, caller, REQUEST_STATE_TTL_S, now)
 
     def _filtered(self, call: Call, message: bytes, caller: str, upstream: str) -> bytes | None:
         """A listing answer without the targets ``caller`` may not use (ADR 0012)."""

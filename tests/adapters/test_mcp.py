@@ -199,13 +199,26 @@ def test_every_handshake_version_is_accepted(version: str) -> None:
 def test_legacy_get_is_the_standalone_stream() -> None:
     call = parse_mcp(b"", http_method="GET", headers=LEGACY_HEADERS, max_depth=DEPTH)
     assert call == Call(
-        "(listen)", None, is_jsonrpc=False, protocol="mcp", version=HANDSHAKE, streaming=True
+        "(listen)",
+        None,
+        is_jsonrpc=False,
+        protocol="mcp",
+        version=HANDSHAKE,
+        streaming=True,
+        session_id=SESSION,
     )
 
 
 def test_legacy_delete_terminates_the_session() -> None:
     call = parse_mcp(b"", http_method="DELETE", headers={"mcp-session-id": SESSION}, max_depth=8)
-    assert call == Call("(terminate)", None, is_jsonrpc=False, protocol="mcp", version="2025-03-26")
+    assert call == Call(
+        "(terminate)",
+        None,
+        is_jsonrpc=False,
+        protocol="mcp",
+        version="2025-03-26",
+        session_id=SESSION,
+    )
 
 
 @pytest.mark.parametrize("http_method", ["GET", "DELETE"])
@@ -479,7 +492,9 @@ def test_mcp_param_headers_are_not_validated() -> None:
 def test_client_response_to_a_server_request() -> None:
     body = b'{"jsonrpc":"2.0","id":0,"result":{"action":"accept","content":{"ok":true}}}'
     call = post(body, LEGACY_HEADERS)
-    assert call == Call("(response)", 0, is_jsonrpc=True, protocol="mcp", version=HANDSHAKE)
+    assert call == Call(
+        "(response)", 0, is_jsonrpc=True, protocol="mcp", version=HANDSHAKE, session_id=SESSION
+    )
 
 
 def test_client_error_response() -> None:
@@ -1088,3 +1103,22 @@ def test_args_digest_is_the_rfc8785_digest_of_the_arguments() -> None:
         max_depth=64,
     )
     assert listing.args_digest is None
+
+
+def test_handles_are_read_per_era() -> None:
+    """The session id in the handshake era, the MRTR state in 2026-07-28; never the other."""
+    legacy = post(LEGACY_TOOLS_CALL, LEGACY_HEADERS)
+    assert (legacy.session_id, legacy.request_state) == (SESSION, None)
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+         "params": {"name": "echo", "arguments": {}, "requestState": "st-1",
+                    "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN}}}
+    ).encode()  # fmt: skip
+    headers = {
+        "mcp-protocol-version": MODERN,
+        "mcp-method": "tools/call",
+        "mcp-name": "echo",
+        "mcp-session-id": SESSION,  # ignored in the stateless era
+    }
+    modern = post(body, headers)
+    assert (modern.session_id, modern.request_state) == (None, "st-1")

@@ -150,4 +150,8 @@ async def test_an_agent_not_allowed_on_the_queue_is_refused(fleet: Fleet) -> Non
             headers={"a2a-version": "1.0"},
         )  # fmt: skip
     assert response.status_code == 403
+    assert response.json()["error"]["data"][0]["reason"] == "POLICY_DENIED"
     assert list(await fleet.stores.inbox.list("refunds")) == []
+    assert [(e.outcome, e.reason) for e in await fleet.audit_events()] == [
+        ("rejected", "policy_denied")
+    ]
