@@ -737,10 +737,13 @@ def _seconds(value: float) -> str:
 
 
 def _baton_metadata(error: BatonError, trace_id: str) -> dict[str, str]:
-    """ErrorInfo metadata (a map of strings): trace id, retryability, retry delay."""
+    """ErrorInfo metadata (a map of strings): trace id, retryability, retry delay,
+    and the error's ``public_data`` (non-strings as compact JSON)."""
     metadata = {"trace_id": trace_id, "retryable": "true" if error.retryable else "false"}
     if error.retry_after is not None:
         metadata["retry_after"] = _seconds(error.retry_after)
+    for key, value in (error.public_data or {}).items():
+        metadata.setdefault(key, value if isinstance(value, str) else _dumps(value).decode())
     return metadata
 
 

@@ -158,6 +158,8 @@ def render_error(error: BatonError, *, rpc_id: RpcId, trace_id: str) -> bytes:
     data: dict[str, Any] = {"code": error.code, "trace_id": trace_id, "retryable": error.retryable}
     if error.retry_after is not None:
         data["retry_after"] = error.retry_after
+    if error.public_data is not None:
+        data["baton"] = dict(error.public_data)
     code = PARSE_ERROR if error.code == "malformed_input" else RPC_CODES.get(error.http_status)
     body = {
         "jsonrpc": "2.0",

@@ -89,6 +89,7 @@ __all__ = [
     "mrtr_request_state",
     "mrtr_result_state",
     "parse_mcp",
+    "render_input_required",
     "render_mcp_error",
 ]
 
@@ -526,6 +527,8 @@ def render_mcp_error(error: BatonError, *, rpc_id: RpcId, trace_id: str) -> byte
         data["retry_after"] = error.retry_after
     if error.code == UnsupportedVersion.code:
         data["supported"] = sorted(KNOWN_VERSIONS)
+    if error.public_data is not None:
+        data["baton"] = dict(error.public_data)
     code = MCP_ERROR_CODES.get(error.code)
     if code is None:
         code = RPC_CODES.get(error.http_status, INTERNAL_ERROR)
@@ -533,6 +536,23 @@ def render_mcp_error(error: BatonError, *, rpc_id: RpcId, trace_id: str) -> byte
         "jsonrpc": "2.0",
         "id": rpc_id,
         "error": {"code": code, "message": error.public_message, "data": data},
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def render_input_required(*, rpc_id: RpcId, request_state: str, meta: Mapping[str, Any]) -> bytes:
+    """A 2026-07-28 ``input_required`` result (``basic/patterns/mrtr``) carrying
+    only ``requestState`` (the spec requires it or ``inputRequests``): the
+    client retries the same request with it once the input exists. ``meta``
+    goes under ``_meta``."""
+    body = {
+        "jsonrpc": "2.0",
+        "id": rpc_id,
+        "result": {
+            "resultType": "input_required",
+            "requestState": request_state,
+            "_meta": dict(meta),
+        },
     }
     return json.dumps(body, separators=(",", ":")).encode()
 

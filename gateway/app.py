@@ -4,6 +4,12 @@ Routes of the data plane::
 
     /u/<upstream>/<path>          every method: the pipeline of gateway/proxy.py
     /.well-known/jwks.json        the gateway's public signing keys
+    /push/<relay>                 push notifications from upstreams (gateway/push.py)
+    /a2a/inbox/<queue>            the inbox A2A agent (gateway/inbox.py)
+
+Routes of the operator listener (TLS, no client certificate)::
+
+    /inbox/api    signed operator commands (gateway/operator_api.py)
 
 Routes of the admin listener (loopback by default)::
 
@@ -14,7 +20,10 @@ Routes of the admin listener (loopback by default)::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,8 +31,11 @@ from typing import Final
 
 from aiohttp import web
 
+from gateway.gate import Gate
+from gateway.handoffs import Handoffs
 from gateway.inbox import Inbox
 from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
+from gateway.operator_api import OperatorApi
 from gateway.proxy import ALL_STAGES, Gateway
 from gateway.push import PushRelay, WebhookDelivery
 from gateway.runtime import Runtime
@@ -31,13 +43,18 @@ from gateway.stores import Stores
 from gateway.tls import upstream_context
 from gateway.upstream import Upstream
 from keys.keyset import KeySet
-from protocol.errors import StoreUnavailable
+from protocol.errors import BatonError, StoreUnavailable
+from protocol.identity import OperatorId
 
-__all__ = ["GATEWAY", "AppOptions", "admin_app", "gateway_app"]
+__all__ = ["GATEWAY", "HANDOFFS", "AppOptions", "admin_app", "gateway_app", "operator_app"]
 
 GATEWAY: Final = web.AppKey("gateway", Gateway)
 PUSH: Final = web.AppKey("push", PushRelay)
 INBOX: Final = web.AppKey("inbox", Inbox)
+HANDOFFS: Final = web.AppKey("handoffs", Handoffs)
+OPERATOR_API: Final = web.AppKey("operator_api", OperatorApi)
+
+log = logging.getLogger("baton.gateway")
 STORES: Final = web.AppKey("stores", Stores)
 
 
@@ -51,6 +68,28 @@ class AppOptions:
     stores: Stores | None = None
     #: Pipeline stages to run; fewer only for the benchmark ladder in bench/.
     stages: frozenset[str] = ALL_STAGES
+    #: How often lapsed leases return to their queues and due handoffs expire
+    #: (0: never; tests call ``Handoffs.sweep(now)`` themselves).
+    sweep_interval_s: float = 5.0
+
+
+async def _sweep(handoffs: Handoffs, clock: Callable[[], float], interval_s: float) -> None:
+    """Run :meth:`Handoffs.sweep` every ``interval_s`` until cancelled; a store
+    outage is logged and retried at the next tick (expiry fails closed anyway:
+    a due handoff can no longer be claimed or decided)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await handoffs.sweep(clock())
+        except BatonError as exc:
+            log.warning("handoff sweep failed", extra={"reason": exc.diagnostics()})
+
+
+def _serves(runtime: Runtime) -> dict[str, frozenset[str]]:
+    return {
+        str(OperatorId(operator.name)): frozenset(operator.queues)
+        for operator in runtime.config.operators
+    }
 
 
 def _upstreams(runtime: Runtime, metrics: Metrics, options: AppOptions) -> dict[str, Upstream]:
@@ -104,13 +143,28 @@ def gateway_app(
             clock=options.clock,
         )
         app[PUSH] = PushRelay(gateway, delivery)
-        app[INBOX] = Inbox(
+        handoffs = Handoffs(
             gateway,
             stores.inbox,
             queues={queue.name: queue for queue in runtime.config.queues},
             recipients={name: tuple(keys) for name, keys in runtime.queue_keys.items()},
+            deciders=runtime.queue_deciders,
+        )
+        app[HANDOFFS] = handoffs
+        app[INBOX] = Inbox(handoffs)
+        if runtime.approvals:
+            gateway.gate = Gate(handoffs)
+        app[OPERATOR_API] = OperatorApi(handoffs, serves=_serves(runtime))
+        sweeper = (
+            asyncio.create_task(_sweep(handoffs, options.clock, options.sweep_interval_s))
+            if runtime.config.queues and options.sweep_interval_s > 0
+            else None
         )
         yield
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         await delivery.close()
         for upstream in upstreams.values():
             await upstream.close()
@@ -137,6 +191,22 @@ def gateway_app(
         return await request.app[INBOX].handle(request)
 
     app.router.add_post("/a2a/inbox/{queue}", inbox)
+
+    async def inbox_card(request: web.Request) -> web.Response:
+        return request.app[INBOX].card(request)
+
+    app.router.add_get("/a2a/inbox/{queue}/.well-known/agent-card.json", inbox_card)
+    return app
+
+
+def operator_app(gateway: web.Application) -> web.Application:
+    """The operator listener: ``POST /inbox/api`` (signed operator commands)."""
+    app = web.Application(client_max_size=256 * 1024)
+
+    async def api(request: web.Request) -> web.Response:
+        return await gateway[OPERATOR_API].handle(request)
+
+    app.router.add_post("/inbox/api", api)
     return app
 
 

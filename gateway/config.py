@@ -119,6 +119,10 @@ class GatewayConfig(_Section):
     client_auth: Literal["required", "optional"] = "required"
     admin_listen: str = "127.0.0.1:9464"
     admin_allow_remote: bool = False
+    #: Where operators reach the inbox API (TLS with the gateway's certificate,
+    #: no client certificate: each request is signed by the operator's key).
+    #: Empty: no operator listener.
+    operator_listen: str = "127.0.0.1:8444"
     #: Browser origins (``https://host[:port]``) allowed to call MCP and A2A
     #: upstreams. A request with any other ``Origin`` is refused 403 (DNS
     #: rebinding; MCP transports "MUST validate the Origin"). Agents send none.
@@ -138,6 +142,13 @@ class GatewayConfig(_Section):
     @classmethod
     def _host_port(cls, value: str) -> str:
         split_host_port(value)
+        return value
+
+    @field_validator("operator_listen")
+    @classmethod
+    def _optional_host_port(cls, value: str) -> str:
+        if value:
+            split_host_port(value)
         return value
 
     @field_validator("public_url")
@@ -342,10 +353,34 @@ class OperatorConfig(_Section):
 
     name: Name
     queues: list[Name] = Field(min_length=1, max_length=100)
+    #: May this operator see masked PII originals (each reveal needs a reason
+    #: and is audited)? Off by default.
+    reveal_pii: bool = False
+
+
+class ApprovalRule(_Section):
+    """Calls matching this rule are held until a person approves them (DESIGN
+    "Approval-gated calls"): ``callers`` (empty: every caller the allow rules
+    let through) calling ``tools`` (MCP) or ``skills`` (A2A) on ``upstream``.
+    The handoff goes to ``queue``; it must be decided within ``resolve_within_s``
+    (default: the queue's), or it expires and the call never passes.
+
+    A rule only holds calls the allow rules already let through: it never
+    allows anything by itself.
+    """
+
+    upstream: Name
+    queue: Name
+    callers: list[Name] = Field(default_factory=list, max_length=10_000)
+    tools: list[Target] = Field(default_factory=list, max_length=10_000)
+    skills: list[Target] = Field(default_factory=list, max_length=10_000)
+    resolve_within_s: int | None = Field(default=None, ge=60, le=30 * 24 * 3600)
+    reason: str = Field(default="", max_length=500)
 
 
 class PolicyConfig(_Section):
     allow: list[PolicyRule] = Field(default_factory=list, max_length=100_000)
+    require_approval: list[ApprovalRule] = Field(default_factory=list, max_length=10_000)
 
 
 class BatonConfig(_Section):
@@ -423,6 +458,36 @@ class BatonConfig(_Section):
                         f"operators[{index}].queues {queue_name!r} is not a configured queue; "
                         "add it under [[queues]] or fix the name"
                     )
+        for index, hold in enumerate(self.policy.require_approval):
+            where = f"policy.require_approval[{index}]"
+            if hold.upstream not in upstreams:
+                raise ValueError(
+                    f"{where}.upstream {hold.upstream!r} is not a configured upstream; "
+                    "add it under [[upstreams]] or fix the name"
+                )
+            if hold.queue not in queues:
+                raise ValueError(
+                    f"{where}.queue {hold.queue!r} is not a configured queue; "
+                    "add it under [[queues]] or fix the name"
+                )
+            for agent in hold.callers:
+                if agent not in agents:
+                    raise ValueError(
+                        f"{where}.callers {agent!r} is not a configured agent; "
+                        "add it under [[agents]] or fix the name"
+                    )
+            kind = "tools" if upstreams[hold.upstream] == "mcp" else "skills"
+            other = "skills" if kind == "tools" else "tools"
+            if upstreams[hold.upstream] not in ("mcp", "a2a"):
+                raise ValueError(
+                    f"{where}: upstream {hold.upstream!r} has protocol "
+                    f"{upstreams[hold.upstream]!r}; approval rules hold MCP tools and A2A skills"
+                )
+            if getattr(hold, other) or not getattr(hold, kind):
+                raise ValueError(
+                    f"{where}: upstream {hold.upstream!r} speaks "
+                    f"{upstreams[hold.upstream]}; list what to hold in {kind!r} (and no {other})"
+                )
         if any(agent.bearer != "none" for agent in self.agents) and not self.bearer_issuers:
             raise ValueError(
                 "an agent accepts bearer tokens but no [[bearer_issuers]] is configured; "

@@ -45,6 +45,7 @@ from keys.keyset import KeySet
 from keys.material import PrivateKey
 from keys.strictjson import loads
 from protocol.errors import (
+    ApprovalRequired,
     BadGateway,
     BatonError,
     HeaderMismatch,
@@ -177,6 +178,12 @@ class Dialect:
             "application/json",
             render_error(error, rpc_id=rpc_id, trace_id=trace_id),
         )
+
+    async def bind_state(
+        self, call: Call, state: str, *, caller: str, upstream: str, now: float
+    ) -> None:
+        """Bind a ``requestState`` the gateway itself minted (a held call,
+        ``gateway/gate.py``) to ``caller``; only MCP 2026-07-28 has one."""
 
     # ------------------------------------------------------------ bindings
     async def _require_owner(
@@ -337,11 +344,35 @@ class McpDialect(Dialect):
         self, error: BatonError, *, call: Call | None, trace_id: str, http_method: str, path: str
     ) -> Rendered:
         rpc_id = call.rpc_id if call else None
+        if (
+            isinstance(error, ApprovalRequired)
+            and call is not None
+            and call.version in mcp.MODERN_VERSIONS
+            and error.public_data is not None
+        ):
+            # MCP 2026-07-28 has its own words for "ask again later": an
+            # input_required result (basic/patterns/mrtr) naming the handoff.
+            return Rendered(
+                200,
+                "application/json",
+                mcp.render_input_required(
+                    rpc_id=rpc_id,
+                    request_state=str(error.public_data["request_state"]),
+                    meta={"io.baton/handoff": dict(error.public_data), "trace_id": trace_id},
+                ),
+            )
         return Rendered(
             error.http_status,
             "application/json",
             mcp.render_mcp_error(error, rpc_id=rpc_id, trace_id=trace_id),
         )
+
+    async def bind_state(
+        self, call: Call, state: str, *, caller: str, upstream: str, now: float
+    ) -> None:
+        if call.version in mcp.MODERN_VERSIONS:
+            key = _handle_key(upstream, _state_key(state, call))
+            await self._bind("mrtr-state", key, caller, REQUEST_STATE_TTL_S, now)
 
 
 def _state_key(state: str, call: Call) -> str:

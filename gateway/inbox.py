@@ -26,22 +26,21 @@ a data part once decided) to the agent that escalated and to no one else.
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from aiohttp import web
 
 from adapters import a2a
+from adapters.agent_card import sign_card
 from adapters.jsonrpc import Call
 from gateway.config import QueueConfig
 from gateway.dialects import Dialect, Rendered, lowered_headers, render_a2a
-from gateway.proxy import Gateway, RequestContext, Timer
-from keys.material import PublicKey
+from gateway.handoffs import GATE_KEY_PREFIX, Handoffs
+from gateway.proxy import RequestContext, Timer
 from keys.strictjson import loads
-from protocol.bundle import build_bundle, participants, seal_bundle
+from protocol.bundle import participants
 from protocol.canonical import digest
-from protocol.chain import EMPTY
 from protocol.errors import (
     BatonError,
     Conflict,
@@ -50,12 +49,15 @@ from protocol.errors import (
     TaskNotFound,
 )
 from protocol.handoff import HANDOFF_MEDIA_TYPE, HandoffRequest, check_request_digests
-from protocol.lifecycle import LifecycleEvent, sign_event
-from protocol.ports import InboxRecord, InboxStore
+from protocol.ports import InboxRecord
 
-__all__ = ["DECISION_MEDIA_TYPE", "Inbox"]
+__all__ = ["ACK_MEDIA_TYPE", "DECISION_MEDIA_TYPE", "EVENTS_MEDIA_TYPE", "Inbox", "task_json"]
 
 DECISION_MEDIA_TYPE: Final = "application/baton-decision+jws"
+#: The gateway-signed lifecycle events (a list of compact JWS, oldest first).
+EVENTS_MEDIA_TYPE: Final = "application/baton-events+json"
+#: An agent's report of what it did with a decision.
+ACK_MEDIA_TYPE: Final = "application/baton-ack+json"
 #: Inbox status -> A2A v1.0 task state (s4.1.3). A handoff is work in progress
 #: until a person decided; an expiry or cancellation ends it (fail closed).
 TASK_STATES: Final = {
@@ -67,7 +69,6 @@ TASK_STATES: Final = {
     "expired": "TASK_STATE_FAILED",
     "cancelled": "TASK_STATE_CANCELED",
 }
-_BODY_MEDIA_TYPE: Final = "application/json"
 
 
 class _A2aErrors(Dialect):
@@ -80,34 +81,62 @@ class _A2aErrors(Dialect):
 
 
 class Inbox:
-    """``POST /a2a/inbox/<queue>``: escalate (``SendMessage``) or follow up (``GetTask``)."""
+    """``POST /a2a/inbox/<queue>``: escalate, follow up, acknowledge."""
 
-    def __init__(
-        self,
-        gateway: Gateway,
-        store: InboxStore,
-        *,
-        queues: Mapping[str, QueueConfig],
-        recipients: Mapping[str, Sequence[PublicKey]],
-        token: Callable[[int], str] = secrets.token_urlsafe,
-    ) -> None:
-        self._gateway = gateway
-        self._store = store
-        self._queues = queues
-        self._recipients = recipients
-        self._token = token
+    def __init__(self, handoffs: Handoffs) -> None:
+        self._handoffs = handoffs
+        self._gateway = gateway = handoffs.gateway
         self._errors = _A2aErrors(
             gateway.stores.bindings, gateway.runtime.config.limits.max_json_depth
         )
         self._max_depth = gateway.runtime.config.limits.max_json_depth
 
-    def _queue(self, name: str, agent_name: str) -> QueueConfig:
-        queue = self._queues.get(name)
-        if queue is None or agent_name not in queue.escalate_from:
+    def _queue(self, name: str, agent_name: str, *, escalating: bool) -> QueueConfig:
+        queue = self._handoffs.queues.get(name)
+        if queue is None or (escalating and agent_name not in queue.escalate_from):
+            # The same answer for an unknown queue: queues are not enumerable.
             raise PolicyDenied(f"{agent_name} may not escalate to queue {name!r}")
-        if not self._recipients.get(queue.name):
-            raise PolicyDenied(f"queue {name!r} has no operators to encrypt to")
-        return queue
+        return self._handoffs.queue(name) if escalating else queue
+
+    def card(self, request: web.Request) -> web.Response:
+        """The queue's own Agent Card (A2A v1.0 s8), signed like every card the
+        gateway serves (ADR 0013). Public, like any agent's card: it names the
+        queue and how to escalate, nothing about its handoffs. An unknown queue
+        is a plain 404."""
+        name = request.match_info.get("queue", "")
+        queue = self._handoffs.queues.get(name)
+        if queue is None:
+            raise web.HTTPNotFound()
+        runtime = self._gateway.runtime
+        url = f"{runtime.config.gateway.relay_base()}/a2a/inbox/{queue.name}"
+        card = {
+            "name": f"Baton inbox: {queue.name}",
+            "description": queue.description
+            or f"People who handle '{queue.name}' escalations; send a {HANDOFF_MEDIA_TYPE} part.",
+            "version": "1.0.0",
+            "provider": {"organization": "Baton", "url": "https://baton.invalid"},
+            "supportedInterfaces": [
+                {"url": url, "protocolBinding": a2a.JSONRPC, "protocolVersion": "1.0"}
+            ],
+            "capabilities": {"streaming": False, "pushNotifications": False},
+            "defaultInputModes": [HANDOFF_MEDIA_TYPE, ACK_MEDIA_TYPE],
+            "defaultOutputModes": [DECISION_MEDIA_TYPE, EVENTS_MEDIA_TYPE],
+            "skills": [
+                {
+                    "id": "escalate",
+                    "name": "Escalate to a person",
+                    "description": "Hand the conversation to an operator; the decision comes "
+                    "back as this task's signed result.",
+                    "tags": ["handoff", "human-in-the-loop"],
+                    "inputModes": [HANDOFF_MEDIA_TYPE],
+                    "outputModes": [DECISION_MEDIA_TYPE],
+                }
+            ],
+        }
+        signed = sign_card(card, runtime.card_signing or runtime.signing.active)
+        return web.Response(
+            body=json.dumps(signed, separators=(",", ":")), content_type="application/json"
+        )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         gateway = self._gateway
@@ -116,8 +145,6 @@ class Inbox:
         timer = Timer(gateway.metrics)
         try:
             agent, body, _verified, now = await gateway.admit(request, ctx, timer)
-            queue = self._queue(request.match_info.get("queue", ""), agent.name)
-            ctx.upstream = f"inbox:{queue.name}"
             call = a2a.parse_a2a(
                 body,
                 http_method=request.method,
@@ -128,10 +155,19 @@ class Inbox:
             ctx.call = call
             if call.binding != a2a.JSONRPC:
                 raise InvalidRequest("the inbox speaks A2A JSON-RPC")
-            if call.method == "SendMessage":
+            name = request.match_info.get("queue", "")
+            escalating = call.method == "SendMessage" and call.task_id is None
+            queue = self._queue(name, agent.name, escalating=escalating)
+            ctx.upstream = f"inbox:{queue.name}"
+            if escalating:
                 result = await self._escalate(ctx, agent.identity, queue, body, now)
+            elif call.method == "SendMessage":
+                result = await self._acknowledge(
+                    ctx, agent.identity, queue, call, body=body, now=now
+                )
             elif call.method == "GetTask":
-                result = await self._get_task(agent.identity, queue, call)
+                record = await self._visible(agent.identity, queue, call.task_id)
+                result = await self._task_for_origin(agent.identity, record, now)
             else:
                 raise InvalidRequest(f"the inbox does not serve {call.method}")
         except BatonError as exc:
@@ -143,108 +179,119 @@ class Inbox:
         )
 
     # -------------------------------------------------------------- escalate
-    def _handoff_part(self, body: bytes) -> tuple[HandoffRequest, dict[str, Any]]:
+    def _message(self, body: bytes) -> dict[str, Any]:
         value = loads(body, max_bytes=len(body), max_depth=self._max_depth)
         params = value.get("params") if isinstance(value, dict) else None
         message = params.get("message") if isinstance(params, dict) else None
         parts = message.get("parts") if isinstance(message, dict) else None
         if not isinstance(message, dict) or not isinstance(parts, list):
             raise InvalidRequest("SendMessage without a message")
+        return message
+
+    @staticmethod
+    def _data_part(message: Mapping[str, Any], media_type: str) -> Any:
         found = [
-            part["data"]
-            for part in parts
-            if isinstance(part, dict) and part.get("mediaType") == HANDOFF_MEDIA_TYPE
+            part.get("data")
+            for part in message["parts"]
+            if isinstance(part, dict) and part.get("mediaType") == media_type
         ]
         if len(found) != 1:
-            raise InvalidRequest(f"expected one {HANDOFF_MEDIA_TYPE} part, got {len(found)}")
-        try:
-            handoff = HandoffRequest.from_value(found[0])
-        except ValueError as exc:  # pydantic: the fields are wrong
-            raise InvalidRequest(f"handoff request: {exc}") from exc
-        check_request_digests(handoff)
-        return handoff, message
+            raise InvalidRequest(f"expected one {media_type} part, got {len(found)}")
+        return found[0]
 
     async def _escalate(
         self, ctx: RequestContext, origin: str, queue: QueueConfig, body: bytes, now: float
     ) -> dict[str, Any]:
-        handoff, message = self._handoff_part(body)
+        message = self._message(body)
+        try:
+            handoff = HandoffRequest.from_value(self._data_part(message, HANDOFF_MEDIA_TYPE))
+        except ValueError as exc:  # pydantic: the fields are wrong
+            raise InvalidRequest(f"handoff request: {exc}") from exc
+        if handoff.idempotency_key.startswith(GATE_KEY_PREFIX):
+            raise InvalidRequest(f"idempotency keys starting {GATE_KEY_PREFIX!r} are the gateway's")
+        check_request_digests(handoff)
         context_id = message.get("contextId")
         if not isinstance(context_id, str) or not context_id:
             raise InvalidRequest("a handoff names its conversation (message.contextId)")
-        conversation = "a2a:" + context_id
-        transcripts = self._gateway.stores.transcripts
-        entries = list(await transcripts.read(conversation))
-        bodies: dict[int, tuple[str, bytes]] = {}
-        for entry in entries:
-            if entry.body_size:
-                recorded = await transcripts.read_body(conversation, entry.seq)
-                if recorded is not None:
-                    bodies[entry.seq] = (_BODY_MEDIA_TYPE, recorded)
-        bundle_id = "hb_" + self._token(24)
-        runtime = self._gateway.runtime
-        built = build_bundle(
-            bundle_id=bundle_id,
-            request=handoff,
-            queue=queue.name,
-            conversation=conversation,
+        stored, _created = await self._handoffs.open(
+            ctx,
+            handoff=handoff,
+            queue=queue,
+            conversation="a2a:" + context_id,
             origin=origin,
-            gateway=runtime.identity,
-            transcript=entries,
-            bodies=bodies,
-            now=int(now),
-        )  # raises NotParticipant before anything is stored (H01)
-        sealed = seal_bundle(
-            built, gateway_key=runtime.signing.active, recipients=self._recipients[queue.name]
+            now=now,
         )
-        record = InboxRecord(
-            bundle_id=bundle_id,
-            queue=queue.name,
-            conversation=conversation,
-            idempotency_key=handoff.idempotency_key,
-            origin=origin,
-            status="queued",
-            version=1,
-            bundle_digest=sealed.bundle_digest,
-            sealed_bundle=json.dumps(
-                {"jwe": sealed.jwe, "reveals": sealed.reveals_jwe}, separators=(",", ":")
-            ),
-            created_at=now,
-            resolve_by=now + handoff.sla.resolve_within_s,
-        )
-        stored, created = await self._store.create(record)
-        if created:
-            event = LifecycleEvent.create(
-                EMPTY,
-                bundle_id=bundle_id,
-                ts=int(now * 1000),
-                type="queued",
-                actor=runtime.identity,
-                version=1,
-            )
-            await self._store.append_event(
-                bundle_id, sign_event(event, runtime.signing.active), seq=0
-            )
-            await self._gateway.audit(
-                ctx, now, event="handoff.created", outcome="accepted", reason=None,
-                detail=f"{bundle_id} queue={queue.name} from={origin}",
-            )  # fmt: skip
-        elif stored.conversation != conversation:
-            # The key names another conversation's handoff: never hand that one out.
-            raise Conflict("idempotency key already used for another conversation")
         # A repeat, or another participant escalating the same query: one handoff.
-        return {"task": self._task(stored, context_id)}
+        return {"task": await self._task(stored)}
 
     # --------------------------------------------------------------- follow up
-    async def _get_task(self, caller: str, queue: QueueConfig, call: Call) -> dict[str, Any]:
-        """The handoff's task, for the agents of its conversation only (A2A s13.1)."""
-        record = await self._store.get(call.task_id or "")
+    async def _visible(self, caller: str, queue: QueueConfig, task_id: str | None) -> InboxRecord:
+        """The handoff, for the agents of its conversation only (A2A s13.1)."""
+        record = await self._handoffs.store.get(task_id or "")
         if (
             record is None
             or record.queue != queue.name
             or not await self._takes_part(caller, record)
         ):
             raise TaskNotFound("no such handoff for this agent")
-        return self._task(record, record.conversation.removeprefix("a2a:"))
+        return record
+
+    async def _task_for_origin(self, caller: str, record: InboxRecord, now: float) -> Any:
+        """The task; the escalating agent reading an outcome marks it delivered
+        (a held call's outcome is delivered by the gate, when the call passes)."""
+        if (
+            caller == record.origin
+            and record.status in ("decided", "expired", "cancelled")
+            and not record.idempotency_key.startswith(GATE_KEY_PREFIX)
+        ):
+            try:
+                record = await self._handoffs.deliver(record, now, note="GetTask")
+            except Conflict:  # delivered concurrently: read what is stored now
+                record = await self._handoffs.get(record.bundle_id, record.queue)
+        return await self._task(record)
+
+    async def _acknowledge(
+        self,
+        ctx: RequestContext,
+        caller: str,
+        queue: QueueConfig,
+        call: Call,
+        *,
+        body: bytes,
+        now: float,
+    ) -> dict[str, Any]:
+        """A ``SendMessage`` on the handoff's task with an ``application/baton-ack+json``
+        part ``{"outcome": "executed"|"failed", "note"?}``: the agent reports what
+        it did with the decision (approval is not execution). Origin only, once."""
+        record = await self._visible(caller, queue, call.task_id)
+        if caller != record.origin:
+            raise TaskNotFound("no such handoff for this agent")
+        ack = self._data_part(self._message(body), ACK_MEDIA_TYPE)
+        outcome = ack.get("outcome") if isinstance(ack, dict) else None
+        note = ack.get("note") if isinstance(ack, dict) else None
+        if outcome not in ("executed", "failed") or not isinstance(note, str | None):
+            raise InvalidRequest('an acknowledgement says "executed" or "failed"')
+        if record.idempotency_key.startswith(GATE_KEY_PREFIX):
+            raise Conflict("the gateway acknowledges a held call itself")
+        if record.status in ("decided", "expired", "cancelled"):
+            try:
+                record = await self._handoffs.deliver(record, now, note="acknowledged")
+            except Conflict:
+                record = await self._handoffs.get(record.bundle_id, record.queue)
+        if record.status != "delivered":
+            raise Conflict(f"{record.bundle_id} is {record.status}: nothing to acknowledge")
+        record = await self._handoffs.acknowledge(
+            record,
+            actor=caller,
+            outcome=outcome,
+            now=now,
+            note=None if note is None else note[:4000],
+        )
+        await self._gateway.audit(
+            ctx, now, event="handoff.acknowledged", outcome="accepted", reason=None,
+            detail=f"{record.bundle_id} {outcome} by {caller}",
+        )  # fmt: skip
+        return {"task": await self._task(record)}
 
     async def _takes_part(self, caller: str, record: InboxRecord) -> bool:
         if caller == record.origin:
@@ -252,30 +299,48 @@ class Inbox:
         entries = await self._gateway.stores.transcripts.read(record.conversation)
         return caller in participants(entries)
 
-    @staticmethod
-    def _task(record: InboxRecord, context_id: str) -> dict[str, Any]:
-        task: dict[str, Any] = {
-            "id": record.bundle_id,
-            "contextId": context_id,
-            "status": {"state": TASK_STATES[record.status]},
-            "metadata": {
-                "baton": {
-                    "queue": record.queue,
-                    "bundleDigest": record.bundle_digest,
-                    "version": record.version,
-                    "status": record.status,
-                    "resolveBy": int(record.resolve_by),
-                }
-            },
-        }
-        if record.decision is not None:
-            task["artifacts"] = [
-                {
-                    "artifactId": "decision-" + digest(record.decision.encode())[7:23],
-                    "name": "decision",
-                    "parts": [
-                        {"data": {"decision": record.decision}, "mediaType": DECISION_MEDIA_TYPE}
-                    ],
-                }
-            ]
-        return task
+    async def _task(self, record: InboxRecord) -> dict[str, Any]:
+        return task_json(record, await self._handoffs.events(record.bundle_id))
+
+
+def task_json(record: InboxRecord, events: Sequence[str]) -> dict[str, Any]:
+    """The A2A v1.0 Task (s4.1) for a handoff: its state, the signed decision
+    (operator JWS) once decided and the gateway-signed lifecycle events, so the
+    agent can verify the outcome with public keys alone (``baton verify``)."""
+    context_id = record.conversation.removeprefix("a2a:")
+    task: dict[str, Any] = {
+        "id": record.bundle_id,
+        "contextId": context_id,
+        "status": {"state": TASK_STATES[record.status]},
+        "metadata": {
+            "baton": {
+                "queue": record.queue,
+                "bundleDigest": record.bundle_digest,
+                "version": record.version,
+                "status": record.status,
+                "resolveBy": int(record.resolve_by),
+            }
+        },
+    }
+    artifacts = []
+    if record.decision is not None:
+        artifacts.append(
+            {
+                "artifactId": "decision-" + digest(record.decision.encode())[7:23],
+                "name": "decision",
+                "parts": [
+                    {"data": {"decision": record.decision}, "mediaType": DECISION_MEDIA_TYPE}
+                ],
+            }
+        )
+    if events:
+        artifacts.append(
+            {
+                "artifactId": "lifecycle",
+                "name": "lifecycle",
+                "parts": [{"data": {"events": list(events)}, "mediaType": EVENTS_MEDIA_TYPE}],
+            }
+        )
+    if artifacts:
+        task["artifacts"] = artifacts
+    return task

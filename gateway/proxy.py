@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from aiohttp import ClientResponse, web
 from multidict import CIMultiDict
@@ -86,6 +86,9 @@ from protocol.errors import (
     from_keys_error,
 )
 from protocol.replay import check_freshness, claim_nonce
+
+if TYPE_CHECKING:
+    from gateway.gate import Gate, Release
 
 __all__ = ["ALL_STAGES", "Admitted", "Gateway", "RequestContext", "Timer"]
 
@@ -153,6 +156,8 @@ class RequestContext:
     upstream: str | None = None
     call: Call | None = None
     body_digest: str | None = None
+    #: The ``keyid`` of the caller's verified RFC 9421 signature, once verified.
+    signer: str | None = None
     #: Renders errors in the upstream's protocol once the route is known.
     dialect: Dialect | None = None
 
@@ -215,6 +220,8 @@ class Gateway:
         self._origins = frozenset(runtime.config.gateway.allowed_origins)
         self._dialects = self._build_dialects(runtime, stores, upstreams)
         self._generic = Dialect(stores.bindings, runtime.config.limits.max_json_depth)
+        #: The approval gate (set by the app once the inbox exists; None: no holds).
+        self.gate: Gate | None = None
 
     @staticmethod
     def _build_dialects(
@@ -244,6 +251,10 @@ class Gateway:
                     names={a.identity: a.name for a in runtime.agents_by_identity.values()},
                 )
         return {name: shared[upstream.config.protocol] for name, upstream in upstreams.items()}
+
+    def clock(self) -> float:
+        """The gateway's clock (injected in tests)."""
+        return self._clock()
 
     # ------------------------------------------------------------------ entry
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -299,6 +310,7 @@ class Gateway:
 
         stages = self._stages
         verified = self._verify_signature(request, agent, body) if "signature" in stages else None
+        ctx.signer = None if verified is None else verified.keyid
         timer.lap("signature")
         if verified is not None and "replay" in stages:
             check_freshness(
@@ -329,11 +341,26 @@ class Gateway:
         await dialect.authorize(
             request, body, call, caller=agent.identity, upstream=upstream.name, now=now
         )
+        conversation = self._conversation(request, dialect, call)
+        release = None
+        hold = (
+            self.runtime.approvals.hold_for(
+                agent.name, upstream.name, call.target_kind, call.target
+            )
+            if self.gate is not None and "policy" in stages
+            else None
+        )
+        if hold is not None and self.gate is not None:
+            # Held until a person approved exactly this call; then it passes once.
+            release = await self.gate.check(
+                ctx, call=call, body=body, caller=agent.identity, upstream=upstream.name,
+                hold=hold, conversation=conversation, now=now,
+            )  # fmt: skip
+            body = release.body
         forwarded = await dialect.rewrite_request(
             call, body, caller=agent.identity, upstream=upstream.name, now=now
         )
 
-        conversation = self._conversation(request, dialect, call)
         if "record" in stages:
             await self._record_request(
                 ctx,
@@ -347,13 +374,71 @@ class Gateway:
         timer.lap("record")
 
         exchange = _Exchange(agent, upstream, conversation, tail, forwarded, dialect, call)
-        response = await self._forward(request, ctx, exchange)
-        timer.lap("upstream")
+        if release is None:
+            response = await self._forward(request, ctx, exchange)
+            timer.lap("upstream")
+            try:
+                return await self._respond(request, ctx, exchange, response)
+            finally:
+                response.release()
+                timer.lap("respond")
+        return await self._forward_released(request, ctx, exchange, release)
+
+    async def _forward_released(
+        self, request: web.Request, ctx: RequestContext, exchange: _Exchange, release: Release
+    ) -> web.StreamResponse:
+        """Forward an approved call (it was released once) and acknowledge the
+        handoff with the outcome: ``executed`` iff the upstream answered < 400."""
+        gate = self.gate
+        if gate is None:  # pragma: no cover - a release comes from the gate
+            raise InvalidRequest("no gate")
+        executed = False
         try:
-            return await self._respond(request, ctx, exchange, response)
+            response = await self._forward(request, ctx, exchange)
+            try:
+                answer = await self._respond(request, ctx, exchange, response)
+            finally:
+                response.release()
+            executed = answer.status < 400
+            return answer
         finally:
-            response.release()
-            timer.lap("respond")
+            try:
+                await gate.acknowledge(release, executed=executed, now=self._clock())
+            except BatonError as exc:  # the call already happened: log, never hide it
+                log.error(
+                    "held call outcome not recorded",
+                    extra={"request_id": ctx.request_id, "reason": exc.diagnostics()},
+                )
+
+    async def record_held(
+        self, ctx: RequestContext, *, call: Call, body: bytes, conversation: str, now: float
+    ) -> None:
+        """Record a held request in its conversation (the bundle shows it; the
+        caller then takes part). Not forwarded; no ``request.accepted`` event."""
+        await self.recorder.entry(
+            body or None,
+            conversation=conversation,
+            ts=int(now * 1000),
+            sender=ctx.peer or "",
+            to=self.upstreams[ctx.upstream or ""].identity,
+            protocol=_protocol(call),
+            kind="request",
+            method=call.method[:256],
+            rpc_id=call.rpc_id,
+            body_digest=ctx.body_digest,
+            body_size=len(body),
+            signer=ctx.signer,
+            verified=ctx.signer is not None,
+        )
+
+    async def bind_held_state(
+        self, call: Call, state: str, *, caller: str, upstream: str, now: float
+    ) -> None:
+        """Let ``caller`` retry a held MCP 2026-07-28 call with the gateway's
+        ``requestState`` (bound to the call like an upstream's, ADR 0012)."""
+        dialect = self._dialects.get(upstream)
+        if dialect is not None:
+            await dialect.bind_state(call, state, caller=caller, upstream=upstream, now=now)
 
     async def _rate_limit(self, agent: AgentPolicy, now: float) -> None:
         rate = agent.rate_limit

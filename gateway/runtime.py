@@ -33,7 +33,7 @@ from keys.x509 import TrustAnchors
 from protocol.directory import KeyDirectory
 from protocol.errors import ConfigurationError
 from protocol.identity import OperatorId, agent_id, gateway_id
-from protocol.policy import Policy, Rule
+from protocol.policy import ApprovalPolicy, ApprovalRule, Hold, Policy, Rule
 from protocol.replay import FreshnessPolicy
 
 __all__ = ["AgentPolicy", "Runtime", "load_runtime"]
@@ -83,6 +83,10 @@ class Runtime:
     queue_deciders: MappingProxyType[str, KeyDirectory] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    #: ``require_approval`` rules: which admitted calls wait for a person.
+    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    #: Operators allowed to reveal masked PII (``reveal_pii = true``).
+    revealers: frozenset[str] = frozenset()
 
     @property
     def ca_file(self) -> Path:
@@ -280,6 +284,24 @@ def load_runtime(config: BatonConfig, root: Path) -> Runtime:
         )
         for rule in config.policy.allow
     ]
+    queues = {queue.name: queue for queue in config.queues}
+    holds = [
+        ApprovalRule(
+            upstream=hold.upstream,
+            callers=frozenset(hold.callers),
+            targets={
+                kind: frozenset(names)
+                for kind, names in (("tool", hold.tools), ("skill", hold.skills))
+                if names
+            },
+            hold=Hold(
+                queue=hold.queue,
+                resolve_within_s=hold.resolve_within_s or queues[hold.queue].resolve_within_s,
+                reason=hold.reason,
+            ),
+        )
+        for hold in config.policy.require_approval
+    ]
     return Runtime(
         config=config,
         folder=folder,
@@ -288,6 +310,7 @@ def load_runtime(config: BatonConfig, root: Path) -> Runtime:
         anchors=anchors,
         cipher=cipher,
         policy=Policy(rules),
+        approvals=ApprovalPolicy(holds),
         freshness=FreshnessPolicy(config.replay.window_s, config.replay.skew_s),
         agents_by_identity=MappingProxyType(agents),
         bearer_issuers=_issuers(config, root, identity),
@@ -303,4 +326,7 @@ def load_runtime(config: BatonConfig, root: Path) -> Runtime:
         queue_keys=MappingProxyType(queue_keys),
         operator_keys=MappingProxyType(operator_keys),
         queue_deciders=MappingProxyType(queue_deciders),
+        revealers=frozenset(
+            str(OperatorId(operator.name)) for operator in config.operators if operator.reveal_pii
+        ),
     )

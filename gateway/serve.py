@@ -27,11 +27,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.app import AppOptions, admin_app, gateway_app
+from gateway.app import AppOptions, admin_app, gateway_app, operator_app
 from gateway.config import load, split_host_port
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, load_runtime
-from gateway.tls import server_context
+from gateway.tls import operator_context, server_context
 
 __all__ = ["run", "serve_runtime", "serve_worker"]
 
@@ -57,8 +57,15 @@ async def serve_runtime(
         max_headers=limits.max_headers * 2,
     )
     admin_runner = web.AppRunner(admin_app(app, metrics), access_log=None, shutdown_timeout=5)
+    operator_runner = (
+        web.AppRunner(operator_app(app), access_log=None, shutdown_timeout=5)
+        if config.gateway.operator_listen and config.queues
+        else None
+    )
     await runner.setup()
     await admin_runner.setup()
+    if operator_runner is not None:
+        await operator_runner.setup()
     # Everything loaded so far (keys, config, modules) lives as long as the
     # process: move it out of the collector's sight, so full collections walk
     # only per-request garbage and stay short (tail latency).
@@ -76,6 +83,14 @@ async def serve_runtime(
         runner, host, port, ssl_context=tls, backlog=1024, reuse_port=reuse_port or None
     )
     admin_site = web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=reuse_port or None)
+    operator_site = None
+    if operator_runner is not None:
+        operator_host, operator_port = split_host_port(config.gateway.operator_listen)
+        operator_site = web.TCPSite(
+            operator_runner, operator_host, operator_port,
+            ssl_context=operator_context(cert_file=runtime.cert_file, key_file=runtime.key_file),
+            reuse_port=reuse_port or None,
+        )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -83,6 +98,8 @@ async def serve_runtime(
     try:
         await site.start()
         await admin_site.start()
+        if operator_site is not None:
+            await operator_site.start()
         log.info(
             "listening",
             extra={"listen": config.gateway.listen, "admin": config.gateway.admin_listen,
@@ -91,6 +108,8 @@ async def serve_runtime(
         await stop.wait()
         log.info("draining", extra={"pid": os.getpid()})
     finally:
+        if operator_runner is not None:
+            await operator_runner.cleanup()
         await admin_runner.cleanup()
         await runner.cleanup()
     log.info("stopped", extra={"pid": os.getpid()})

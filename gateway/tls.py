@@ -31,7 +31,7 @@ from keys.files import read_private_file
 from keys.x509 import PeerCertificate, TrustAnchors, peer_identity
 from protocol.errors import CertificateRejected
 
-__all__ = ["PeerIdentityCache", "server_context", "upstream_context"]
+__all__ = ["PeerIdentityCache", "operator_context", "server_context", "upstream_context"]
 
 _CACHE_SIZE: Final = 4096
 
@@ -49,6 +49,18 @@ def server_context(
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     context.load_verify_locations(cafile=str(ca_file))
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    context.set_alpn_protocols(["http/1.1"])
+    _load_chain(context, cert_file, key_file)
+    return context
+
+
+def operator_context(*, cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """The operator listener's context: TLS 1.3 with the gateway's certificate
+    and no client certificate (people sign each command with their own key)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.verify_mode = ssl.CERT_NONE
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.set_alpn_protocols(["http/1.1"])
     _load_chain(context, cert_file, key_file)

@@ -50,6 +50,7 @@ __all__ = [
     "DECISION_TYP",
     "DecisionBinding",
     "DecisionBody",
+    "DecisionTerms",
     "HandoffDecision",
     "make_decision_at",
     "sign_decision",
@@ -112,6 +113,22 @@ class HandoffDecision(BatonModel):
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionTerms:
+    """What a decision may be, from the handoff request: the allowed types and
+    the digest of the arguments asked about. The inbox keeps these in clear
+    beside the sealed bundle (they hold no arguments), so it can verify a
+    decision without opening the bundle."""
+
+    allowed_decisions: tuple[str, ...]
+    args_digest: str | None = None
+
+    @classmethod
+    def of(cls, request: HandoffRequest) -> DecisionTerms:
+        action = request.requested_action
+        return cls(tuple(request.allowed_decisions), None if action is None else action.args_digest)
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionBinding:
     """What a decision must be about, as the verifier knows it."""
 
@@ -156,7 +173,7 @@ def verify_decision_at(
     *,
     operators: KeyDirectory,
     binding: DecisionBinding,
-    request: HandoffRequest,
+    request: HandoffRequest | DecisionTerms,
     now: float,
     skew_s: int = 5,
 ) -> HandoffDecision:
@@ -184,14 +201,15 @@ def verify_decision_at(
         raise TokenExpired("decision expired")
     if decision.iat > now_s + skew_s:
         raise NotYetValid("decision issued in the future")
+    terms = request if isinstance(request, DecisionTerms) else DecisionTerms.of(request)
     body = decision.decision
-    if body.type not in request.allowed_decisions:
+    if body.type not in terms.allowed_decisions:
         raise PolicyDenied(f"decision {body.type!r} is not allowed for this handoff")
-    action = request.requested_action
-    if body.type == "approve" and action is not None and action.args_digest is not None:
+    asked = terms.args_digest
+    if body.type == "approve" and asked is not None:
         # An approval is for the arguments the agent asked about, nothing else.
-        if body.args_digest not in (None, action.args_digest):
+        if body.args_digest not in (None, asked):
             raise BindingMismatch("approval names other arguments")
-    if body.type == "edit" and action is not None and body.args_digest == action.args_digest:
+    if body.type == "edit" and body.args_digest == asked:
         raise BindingMismatch("an edit must change the arguments")
     return decision

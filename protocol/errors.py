@@ -32,7 +32,7 @@ for a block of code.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -42,6 +42,8 @@ __all__ = [
     "ERRORS_BY_CODE",
     "AlgorithmMismatch",
     "AlgorithmNotAllowed",
+    "ApprovalRefused",
+    "ApprovalRequired",
     "AuditUnavailable",
     "AuthenticationFailed",
     "BadAudience",
@@ -131,10 +133,20 @@ class BatonError(Exception):
                 raise TypeError(f"error code {cls.code!r} defined twice")
             ERRORS_BY_CODE[cls.code] = cls
 
-    def __init__(self, detail: str = "", *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        retry_after: float | None = None,
+        public_data: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(detail or self.code)
         self.detail = detail
         self.retry_after = retry_after
+        #: Facts the caller must see to act (the handoff a held call waits on);
+        #: never secrets, never the internal ``detail``. Rendered under
+        #: ``error.data.baton`` by the protocol adapters.
+        self.public_data: Mapping[str, Any] | None = public_data
 
     def public(self) -> dict[str, Any]:
         """What the caller may see: code, message, retryability. Never ``detail``."""
@@ -145,6 +157,8 @@ class BatonError(Exception):
         }
         if self.retry_after is not None:
             body["retry_after"] = self.retry_after
+        if self.public_data is not None:
+            body["baton"] = dict(self.public_data)
         return body
 
     def diagnostics(self) -> str:
@@ -378,6 +392,23 @@ class NotParticipant(Forbidden):
     """Sender is not in the conversation (H01)."""
 
     code = "not_participant"
+
+
+class ApprovalRequired(Forbidden):
+    """A ``require_approval`` rule holds the call until a person decides
+    (DESIGN "Approval-gated calls"); ``public_data`` names the handoff."""
+
+    code = "approval_required"
+    public_message = "this call waits for a person's approval"
+    retryable = True
+
+
+class ApprovalRefused(Forbidden):
+    """The held call's handoff was rejected, expired, cancelled, decided for
+    other arguments, or its single approval was already used: it never passes."""
+
+    code = "approval_refused"
+    public_message = "this call was not approved"
 
 
 class OriginRejected(Forbidden):

@@ -23,7 +23,16 @@ from typing import Final
 
 from protocol.errors import PolicyDenied
 
-__all__ = ["ANY_METHOD", "TARGET_KINDS", "Policy", "Rule", "TargetPatterns"]
+__all__ = [
+    "ANY_METHOD",
+    "TARGET_KINDS",
+    "ApprovalPolicy",
+    "ApprovalRule",
+    "Hold",
+    "Policy",
+    "Rule",
+    "TargetPatterns",
+]
 
 ANY_METHOD: Final = "*"
 TARGET_KINDS: Final = frozenset({"tool", "resource", "prompt", "skill"})
@@ -113,3 +122,61 @@ class Policy:
                 f"{method!r}" if target_kind is None else f"{method!r} on {target_kind} {target!r}"
             )
             raise PolicyDenied(f"no rule lets {caller} call {what} on {upstream}")
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Where a held call's handoff goes: ``queue``, to be decided within
+    ``resolve_within_s`` seconds; ``reason`` is shown to the operator."""
+
+    queue: str
+    resolve_within_s: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRule:
+    """Hold calls by ``callers`` (empty: any) to ``targets`` (``{"tool": {...}}``)
+    on ``upstream`` for a person's approval."""
+
+    upstream: str
+    callers: frozenset[str]
+    targets: Mapping[str, frozenset[str]]
+    hold: Hold
+
+
+class ApprovalPolicy:
+    """``require_approval`` rules (DESIGN "Policy"), indexed by upstream.
+
+    Asked only for calls the allow-list already admitted: holding never
+    allows. The first matching rule, in configuration order, names the queue.
+    """
+
+    __slots__ = ("_rules",)
+
+    def __init__(self, rules: Iterable[ApprovalRule] = ()) -> None:
+        by_upstream: dict[str, list[tuple[frozenset[str], str, TargetPatterns, Hold]]] = {}
+        for rule in rules:
+            for kind, names in rule.targets.items():
+                if kind not in TARGET_KINDS:
+                    raise ValueError(f"unknown target kind {kind!r}")
+                by_upstream.setdefault(rule.upstream, []).append(
+                    (rule.callers, kind, TargetPatterns(names), rule.hold)
+                )
+        self._rules = {name: tuple(entries) for name, entries in by_upstream.items()}
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def hold_for(
+        self, caller: str, upstream: str, target_kind: str | None, target: str | None
+    ) -> Hold | None:
+        """The hold for this call, or None if no rule holds it."""
+        entries = self._rules.get(upstream)
+        if entries is None or target_kind is None or target is None:
+            return None
+        for callers, kind, patterns, hold in entries:
+            if kind == target_kind and (not callers or caller in callers):
+                if patterns.matches(target):
+                    return hold
+        return None

@@ -33,13 +33,14 @@ import uvicorn
 from aiohttp import web
 
 from adapters.agent import GatewayVerifier, RequestSigner
-from gateway.app import STORES, AppOptions, admin_app, gateway_app
+from gateway.app import HANDOFFS, STORES, AppOptions, admin_app, gateway_app, operator_app
 from gateway.config import load
 from gateway.devdata import DataFolder, init_data_folder, write_operator
+from gateway.handoffs import Handoffs
 from gateway.metrics import Metrics
 from gateway.runtime import load_runtime
 from gateway.stores import Stores
-from gateway.tls import server_context
+from gateway.tls import operator_context, server_context
 from keys.keyset import KeySet
 from protocol.audit import AuditEvent
 from tests.gateway._harness import TRUST_DOMAIN, agent_context, free_port
@@ -209,10 +210,20 @@ class Fleet:
     mcp_seen: Recorded
     a2a_seen: Recorded
     a2a_control: Any = None
+    operator_port: int = 0
 
     @property
     def base(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def operator_url(self) -> str:
+        """The operator listener (TLS, no client certificate)."""
+        return f"https://127.0.0.1:{self.operator_port}"
+
+    @property
+    def handoffs(self) -> Handoffs:
+        return self.app[HANDOFFS]
 
     @property
     def mcp_url(self) -> str:
@@ -320,7 +331,7 @@ async def start_fleet(
             write_operator(folder, operator, now=dt.datetime.now(dt.UTC))
         runtime = load_runtime(load(folder.config), folder.root)
         metrics = Metrics()
-        app = gateway_app(runtime, metrics, AppOptions())
+        app = gateway_app(runtime, metrics, AppOptions(sweep_interval_s=0))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         tls = server_context(
@@ -333,6 +344,13 @@ async def start_fleet(
         admin = web.AppRunner(admin_app(app, metrics), access_log=None)
         await admin.setup()
         await web.TCPSite(admin, "127.0.0.1", admin_port).start()
+        operator_port = free_port()
+        operator_runner = web.AppRunner(operator_app(app), access_log=None)
+        await operator_runner.setup()
+        operator_tls = operator_context(cert_file=runtime.cert_file, key_file=runtime.key_file)
+        await web.TCPSite(
+            operator_runner, "127.0.0.1", operator_port, ssl_context=operator_tls
+        ).start()
         try:
             yield Fleet(
                 folder,
@@ -344,8 +362,10 @@ async def start_fleet(
                 mcp_seen,
                 a2a_seen,
                 holder.get("control"),
+                operator_port,
             )
         finally:
+            await operator_runner.cleanup()
             await admin.cleanup()
             await runner.cleanup()
             if push_http is not None:
