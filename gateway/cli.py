@@ -19,6 +19,12 @@
     baton demo [DIR]                                a signed, encrypted, replay-proof hop
     baton verify FILE [--operator-key PATH] [--dir DIR]
                                                     check a handoff export or decision offline
+    baton inbox [--dir DIR] [--url URL] --operator NAME list [--queue Q] [--status S]
+    baton inbox ... claim|release ID [--queue Q]    take or give back a handoff's lease
+    baton inbox ... show ID [--json] [--reveal PTR... --reason TEXT] [--export FILE]
+    baton inbox ... decide ID approve|edit|reject|respond|reroute [--arguments JSON]
+                    [--response JSON] [--to-queue Q] [--message TEXT]
+                                                    an operator's inbox; decrypts locally
 
 Exit status: 0 success, 1 refused or failed (the reason on stderr), 2 usage.
 """
@@ -31,8 +37,9 @@ import datetime as dt
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -47,6 +54,20 @@ from gateway.devdata import (
     init_data_folder,
     write_agent,
     write_operator,
+)
+from gateway.inbox_client import (
+    ClientConfig,
+    Shown,
+    connect,
+    decision_body,
+    export,
+    load_client_config,
+    render_claim,
+    render_decided,
+    render_list,
+    render_released,
+    render_show,
+    show_json,
 )
 from gateway.inspect import trace_lines, verify_audit, verify_conversation
 from gateway.logs import configure as configure_logs
@@ -327,6 +348,84 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+InboxCommand = Callable[[ClientConfig, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+async def _inbox_list(config: ClientConfig, args: argparse.Namespace) -> int:
+    async with connect(config) as client:
+        summaries = await client.list(args.queue, status=args.status)
+    print("\n".join(render_list(summaries, config.clock())))
+    return 0
+
+
+async def _inbox_claim(config: ClientConfig, args: argparse.Namespace) -> int:
+    async with connect(config) as client:
+        queue = await client.locate(args.bundle_id, args.queue)
+        summary = await client.claim(args.bundle_id, queue)
+    print("\n".join(render_claim(summary, config.clock())))
+    return 0
+
+
+async def _inbox_release(config: ClientConfig, args: argparse.Namespace) -> int:
+    async with connect(config) as client:
+        queue = await client.locate(args.bundle_id, args.queue)
+        summary = await client.release(args.bundle_id, queue)
+    print("\n".join(render_released(summary)))
+    return 0
+
+
+async def _inbox_show(config: ClientConfig, args: argparse.Namespace) -> int:
+    if args.reason is not None and not args.reveal:
+        raise ValueError("--reason goes with --reveal POINTER")
+    async with connect(config) as client:
+        queue = await client.locate(args.bundle_id, args.queue)
+        shown = await client.show(args.bundle_id, queue)
+        if args.reveal:
+            shown = await client.reveal(shown, args.reveal, args.reason or "")
+    if args.export:
+        Path(args.export).write_bytes(export(shown))
+        key = config.operator.name
+        note = (
+            f"export written to {args.export}; check it offline with: baton verify "
+            f"{args.export} --operator-key .baton/operators/{key}/encryption.jwks"
+        )
+        print(note, file=sys.stderr if args.json else sys.stdout)
+    print(show_json(shown) if args.json else "\n".join(render_show(shown, config.clock())))
+    return 0
+
+
+async def _inbox_decide(config: ClientConfig, args: argparse.Namespace) -> int:
+    def build(shown: Shown) -> Any:
+        return decision_body(
+            args.decision, shown, arguments=args.arguments, response=args.response,
+            to_queue=args.to_queue, message=args.message,
+        )  # fmt: skip
+
+    async with connect(config) as client:
+        queue = await client.locate(args.bundle_id, args.queue)
+        shown, summary, token = await client.decide(args.bundle_id, queue, build)
+    print("\n".join(render_decided(shown, summary, token)))
+    return 0
+
+
+_INBOX: dict[str, InboxCommand] = {
+    "list": _inbox_list,
+    "claim": _inbox_claim,
+    "release": _inbox_release,
+    "show": _inbox_show,
+    "decide": _inbox_decide,
+}
+
+
+def _cmd_inbox(args: argparse.Namespace) -> int:
+    """An operator's inbox over the operator API; bundles are decrypted here."""
+    if not args.operator:
+        print("baton: name the operator: baton inbox --operator NAME ...", file=sys.stderr)
+        return 2
+    config = load_client_config(Path(args.dir), validate_name(args.operator), url=args.url)
+    return asyncio.run(_INBOX[args.inbox_command](config, args))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="baton", description="Baton security gateway")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -380,6 +479,7 @@ def _parser() -> argparse.ArgumentParser:
     _sidecar_parser(commands)
     _operators_parser(commands)
     _verify_parser(commands)
+    _inbox_parser(commands)
 
     demo = commands.add_parser("demo", help="one signed, encrypted, replay-proof hop")
     demo.add_argument("dir", nargs="?", default=".", help="folder holding baton.toml")
@@ -424,6 +524,55 @@ def _verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     verify.add_argument("--expect-conversation", help="fail unless it is for this conversation")
     verify.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
     verify.set_defaults(run=_cmd_verify)
+
+
+def _inbox_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """``--dir``, ``--url`` and ``--operator``, before or after the subcommand."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--dir", default=default("."), help="folder holding baton.toml (default .)")
+    parser.add_argument(
+        "--url", default=default(None), help="operator API (default: https://operator_listen)"
+    )
+    parser.add_argument("--operator", default=default(None), help="your operator name")
+
+
+def _inbox_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    inbox = commands.add_parser("inbox", help="an operator's handoff inbox (decrypts locally)")
+    _inbox_options(inbox, defaults=True)
+    inbox.set_defaults(run=_cmd_inbox)
+    sub = inbox.add_subparsers(dest="inbox_command", required=True)
+    listing = sub.add_parser("list", help="handoffs in your queues")
+    listing.add_argument("--queue", help="only this queue (default: every queue you serve)")
+    listing.add_argument(
+        "--status",
+        choices=[
+            "queued", "claimed", "decided", "delivered", "acknowledged", "expired", "cancelled",
+        ],
+    )  # fmt: skip
+    claim = sub.add_parser("claim", help="take the lease on a handoff (prints the fencing token)")
+    release = sub.add_parser("release", help="give a lease back to the queue")
+    show = sub.add_parser("show", help="decrypt, verify and print a handoff")
+    decide = sub.add_parser("decide", help="sign and send your decision (you must hold the lease)")
+    for command in (claim, release, show, decide):
+        command.add_argument("bundle_id", metavar="ID")
+        command.add_argument("--queue", help="the handoff's queue (default: looked up)")
+    show.add_argument("--json", action="store_true", help="the verified bundle as JSON")
+    show.add_argument(
+        "--reveal", action="extend", nargs="+", default=[], metavar="POINTER",
+        help="reveal the masked field(s) at these JSON Pointers (audited; needs --reason)",
+    )  # fmt: skip
+    show.add_argument("--reason", help="why you reveal (recorded in the audit log)")
+    show.add_argument("--export", metavar="FILE", help="write an export for 'baton verify'")
+    decide.add_argument("decision", choices=["approve", "edit", "reject", "respond", "reroute"])
+    decide.add_argument("--arguments", metavar="JSON", help="edit: the new arguments")
+    decide.add_argument("--response", metavar="JSON", help="respond: the answer")
+    decide.add_argument("--to-queue", metavar="QUEUE", help="reroute: the queue")
+    decide.add_argument("--message", help="a note for the agent")
+    for command in (listing, claim, release, show, decide):
+        _inbox_options(command, defaults=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,6 +74,10 @@ GATE_KEY_PREFIX: Final = "baton-gate:"
 GRANT_KIND: Final = "approval-grant"
 _BODY_MEDIA_TYPE: Final = "application/json"
 _APPEND_ATTEMPTS: Final = 32
+#: The version of every bundle the gateway builds (``build_bundle``'s default).
+#: Lifecycle events name the bundle version they are about; the store's record
+#: version counts state moves (decide, status changes) and is not that.
+BUNDLE_VERSION: Final = 1
 _SWEEP_PAGE: Final = 100
 
 
@@ -521,7 +525,7 @@ class Handoffs:
                 ts=max(int(now * 1000), last_ts),
                 type=type_,
                 actor=actor,
-                version=record.version,
+                version=BUNDLE_VERSION,
                 **{key: value for key, value in fields.items() if value is not None},
             )
             try:

@@ -400,7 +400,6 @@ class ApprovalRequired(Forbidden):
 
     code = "approval_required"
     public_message = "this call waits for a person's approval"
-    retryable = True
 
 
 class ApprovalRefused(Forbidden):

@@ -68,6 +68,17 @@ upstream = "payments"
 queue = "{QUEUE}"
 tools = ["refund"]
 reason = "refunds need a person"
+
+[[policy.allow]]
+caller = "support"
+upstream = "assistant"
+methods = ["SendMessage"]
+skills = ["echo"]
+
+[[policy.require_approval]]
+upstream = "assistant"
+queue = "{QUEUE}"
+skills = ["echo"]
 """
 
 
@@ -323,7 +334,8 @@ async def test_a_reject_or_an_expiry_never_passes_and_a_lapsed_lease_returns(
 
 async def test_older_mcp_gets_a_structured_error_naming_the_handoff(fleet: Fleet) -> None:
     data = await _refused(fleet, {"order": "o-5", "amount": 500}, mode="legacy")
-    assert data["code"] == "approval_required" and data["retryable"] is True
+    # Not "retryable" in Baton's sense (a transient fault): retry once a person decided.
+    assert data["code"] == "approval_required" and data["retryable"] is False
     assert data["baton"]["queue"] == QUEUE and data["baton"]["handoff"].startswith("hb_g")
     assert _refunds(fleet) == 0
 
@@ -343,3 +355,36 @@ async def test_operator_commands_are_single_use_and_for_this_gateway_only(
     )  # fmt: skip
     other = await alice.post(sign_command(elsewhere, alice.material.signing.active))
     assert other.status_code == 401 and other.json()["error"]["code"] == "bad_audience"
+
+
+async def test_a2a_gets_a_structured_error_naming_the_handoff_and_the_agent_is_not_reached(
+    fleet: Fleet,
+) -> None:
+    message = {
+        "messageId": "m-held",
+        "role": "ROLE_USER",
+        "contextId": "ctx-held",
+        "parts": [{"text": "refund o-6"}],
+        "metadata": {"skill": "echo"},
+    }
+    before = len(fleet.a2a_seen.requests)
+    async with fleet.httpx_client("support") as http:
+        answer = await http.post(
+            f"{fleet.a2a_url}/",
+            json={
+                "jsonrpc": "2.0",
+                "id": 7,
+                "method": "SendMessage",
+                "params": {"message": message},
+            },
+            headers={"a2a-version": "1.0"},
+        )
+    assert answer.status_code == 403, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == -32081
+    [info] = error["data"]
+    assert info["reason"] == "APPROVAL_REQUIRED"
+    assert info["metadata"]["queue"] == QUEUE and info["metadata"]["handoff"].startswith("hb_g")
+    assert len(fleet.a2a_seen.requests) == before, "a held message reached the agent"
+    [record] = await fleet.stores.inbox.list(QUEUE)
+    assert record.bundle_id == info["metadata"]["handoff"] and record.origin == SUPPORT
