@@ -91,7 +91,7 @@ from protocol.bundle import (
     OpenedBundle,
     verify_bundle_jws,
 )
-from protocol.canonical import canonical_json, digest
+from protocol.canonical import canonical_json, canonical_object, canonical_string, digest
 from protocol.decision import DECISION_TYP, HandoffDecision
 from protocol.directory import KeyDirectory
 from protocol.errors import (
@@ -327,12 +327,29 @@ def _parse_object(body: bytes) -> dict[str, Any]:
 
 def _export(value: dict[str, Any], body: bytes) -> HandoffExport:
     """The export, if ``body`` is exactly the canonical form of ``value``."""
-    if canonical_json(value) != body:
+    if _canonical_export(value) != body:
         raise InvalidArtifact("export is not in canonical form (RFC 8785)")
     try:
         return HandoffExport.model_validate_json(body, strict=True)
     except ValidationError as exc:
         raise InvalidArtifact(f"export: {exc.error_count()} schema error(s)") from exc
+
+
+def _canonical_export(value: Mapping[str, Any]) -> bytes:
+    """``canonical_json(value)``, with a sealed bundle's ciphertext (megabytes
+    of base64url) serialised on its own and spliced in: the same RFC 8785
+    bytes (``canonical_object``), without the JSON encoder's per-character
+    escaping pass over the ciphertext (``canonical_string``)."""
+    bundle = value.get("bundle")
+    if not isinstance(bundle, Mapping) or not isinstance(bundle.get("ciphertext"), str):
+        return canonical_json(value)
+    sealed = canonical_object(
+        {name: item for name, item in bundle.items() if name != "ciphertext"},
+        {"ciphertext": canonical_string(bundle["ciphertext"])},
+    )
+    return canonical_object(
+        {name: item for name, item in value.items() if name != "bundle"}, {"bundle": sealed}
+    )
 
 
 def _compact_parts(body: bytes | str) -> list[str]:

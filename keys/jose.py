@@ -435,7 +435,29 @@ def _decode_parts(flattened: Mapping[str, Any], max_bytes: int) -> None:
     _decode_segment(flattened["encrypted_key"], "encrypted_key", InvalidEnvelope, 64)
     _decode_segment(flattened["iv"], "iv", InvalidEnvelope, 16)
     _decode_segment(flattened["tag"], "tag", InvalidEnvelope, 22)
-    _decode_segment(flattened["ciphertext"], "ciphertext", InvalidEnvelope, max_bytes)
+    _check_segment(flattened["ciphertext"], "ciphertext", InvalidEnvelope, max_bytes)
+
+
+_B64URL_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _check_segment(segment: object, name: str, error: type[KeysError], max_len: int) -> None:
+    """Exactly the checks of :func:`_decode_segment`, without decoding: for a
+    member joserfc decodes itself (the ciphertext, megabytes for a bundle).
+
+    :func:`~keys.b64.b64url_decode` accepts a string iff every character is in
+    the URL-safe alphabet, its length is not 1 mod 4, and the last character
+    leaves no non-zero trailing bits (RFC 7515 s2). The alphabet is checked
+    here over the whole string (one C-level ``translate``); the length and the
+    trailing bits depend only on the final quantum, which is decoded strictly.
+    """
+    if not isinstance(segment, str):
+        raise error(f"{name}: not a string")
+    if len(segment) > max_len:
+        raise error(f"{name}: base64url: input over size cap")
+    if not segment.isascii() or segment.encode("ascii").translate(None, _B64URL_ALPHABET):
+        raise error(f"{name}: base64url: character outside the URL-safe alphabet")
+    _decode_segment(segment[-(len(segment) % 4 or 4) :], name, error, max_len)
 
 
 @dataclass(frozen=True, slots=True)

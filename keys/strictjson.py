@@ -32,12 +32,13 @@ DEFAULT_MAX_BYTES = 1 << 20
 DEFAULT_MAX_DEPTH = 64
 
 # Inside valid JSON, backslashes occur only in strings, and once escapes are
-# gone a string is '"' + non-quotes + '"'. Both passes run in C.
-_ESCAPE = re.compile(r"\\.", re.DOTALL)
-_SIMPLE_STRING = re.compile(r'"[^"]*"')
-# What remains outside strings is ASCII: keep only the brackets.
-_ONLY_BRACKETS = {code: None for code in range(128) if chr(code) not in "[]{}"}
-_INNERMOST = re.compile(r"\[\]|\{\}")
+# gone a string is '"' + non-quotes + '"'. Every pass runs in C, on UTF-8
+# bytes (an escape is a backslash and one ASCII byte).
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_SIMPLE_STRING = re.compile(rb'"[^"]*"')
+# Every byte but quotes and brackets, for bytes.translate(None, delete).
+_NOT_QUOTE_OR_BRACKET = bytes(code for code in range(256) if chr(code) not in '"[]{}')
+_INNERMOST = re.compile(rb"\[\]|\{\}")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -71,24 +72,34 @@ _DECODER = json.JSONDecoder(
 )
 
 
-def _depth_exceeds(text: str, max_depth: int) -> bool:
+def _depth_exceeds(text: str, max_depth: int, data: bytes | None = None) -> bool:
     """True when brackets nest deeper than ``max_depth``.
 
     Only called on text that already parsed, so strings are well formed and
-    brackets balance: drop escapes, then strings, keep brackets, then peel one
-    level of ``[]``/``{}`` per round. Every step runs in C; text with no more
-    opening brackets than ``max_depth`` skips all of it.
+    brackets balance (``data``: the same text as UTF-8, when the caller has
+    it). Text with no more opening brackets than ``max_depth`` skips all of
+    this. Otherwise: drop escapes, keep only quotes and brackets, drop the
+    strings, then peel one level of ``[]``/``{}`` per round.
+
+    Dropping the strings: with escapes gone, quotes alternate open/close.
+    Deleting two adjacent quotes (``""``, nothing between them once all else
+    is dropped) merges the segments on either side, which are both inside
+    strings or both outside, so what lies outside strings is unchanged; then
+    ``"[^"]*"`` pairs the remaining quotes in order and removes what is inside.
+    Most strings hold no brackets and go in the C-level ``replace``.
     """
     if text.count("[") + text.count("{") <= max_depth:
         return False
-    brackets = _SIMPLE_STRING.sub("", _ESCAPE.sub("", text)).translate(_ONLY_BRACKETS)
+    raw = data if data is not None else text.encode("utf-8", "surrogatepass")
+    skeleton = _ESCAPE.sub(b"", raw).translate(None, _NOT_QUOTE_OR_BRACKET)
+    brackets = _SIMPLE_STRING.sub(b"", skeleton.replace(b'""', b""))
     for _ in range(max_depth):
         if not brackets:
             return False
         # One pass removes exactly one level: re.sub does not rescan what it
         # produced, so "{[]}" becomes "{}", not "" (two chained str.replace
         # calls would peel an array and its enclosing object in one round).
-        brackets = _INNERMOST.sub("", brackets)
+        brackets = _INNERMOST.sub(b"", brackets)
     return bool(brackets)
 
 
@@ -123,7 +134,7 @@ def loads(
         raise MalformedInput(f"invalid JSON: {exc}") from exc
     if _skip_ws(text, end) != len(text):
         raise MalformedInput("trailing data after JSON text")
-    if _depth_exceeds(text, max_depth):
+    if _depth_exceeds(text, max_depth, data if isinstance(data, bytes) else None):
         raise TooDeep(f"JSON nesting exceeds {max_depth}")
     if _SURROGATE_ESCAPE.search(text):
         try:

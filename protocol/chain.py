@@ -18,7 +18,7 @@ written ``\\u001F`` instead of ``\\u001f``).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Self, TypeVar
 
@@ -121,8 +121,14 @@ def verify_links(
     start: ChainHead = EMPTY,
     scope: str | None = None,
     expected_head: ChainHead | None = None,
+    hashes: Sequence[str] | None = None,
 ) -> ChainHead:
     """Check that ``records`` extend ``start`` link by link; return the new head.
+
+    ``hashes``, when given, is :meth:`ChainedRecord.compute_hash` of each
+    record, in order, computed by a caller that serialises the records anyway
+    (``protocol/bundle.py`` hashes the very bytes it signs): the digest of the
+    RFC 8785 form of the record without ``hash``. Every other check is the same.
 
     * a ``seq`` that is not the next one: :class:`SeqViolation` (reordered, H04);
     * a ``prev`` that is not the previous ``hash``, or a ``hash`` that does not
@@ -133,7 +139,11 @@ def verify_links(
       (truncated, H03).
     """
     head = start
-    for record in records:
+    if hashes is not None:
+        records = list(records)
+        if len(hashes) != len(records):
+            raise InvalidArtifact("one recomputed hash per chained record is required")
+    for index, record in enumerate(records):
         key = record.chain_key
         if scope is not None and key is not None and getattr(record, key) != scope:
             raise ChainBreak(f"record {record.seq} belongs to another chain")
@@ -141,7 +151,8 @@ def verify_links(
             raise SeqViolation(f"seq {record.seq} where {head.next_seq} was expected")
         if record.prev != head.hash:
             raise ChainBreak(f"record {record.seq}: prev does not match the previous hash")
-        if record.compute_hash() != record.hash:
+        recomputed = record.compute_hash() if hashes is None else hashes[index]
+        if recomputed != record.hash:
             raise ChainBreak(f"record {record.seq}: content does not match its hash")
         head = record.head
     if expected_head is not None and head != expected_head:

@@ -109,8 +109,11 @@ def _children(node: Any, segment: str) -> Iterator[tuple[str, Any]]:
 
 def resolve(document: Any, pointer: str) -> list[tuple[str, Any]]:
     """Every ``(concrete pointer, value)`` that ``pointer`` (with ``*``) selects."""
+    segments = _split(pointer)
+    if "*" not in segments:
+        return _resolve_one(document, pointer, segments)
     matches: list[tuple[str, Any]] = [("", document)]
-    for segment in _split(pointer):
+    for segment in segments:
         matches = [
             (f"{path}/{escaped}", child)
             for path, node in matches
@@ -119,9 +122,45 @@ def resolve(document: Any, pointer: str) -> list[tuple[str, Any]]:
     return matches
 
 
+def _resolve_one(document: Any, pointer: str, segments: list[str]) -> list[tuple[str, Any]]:
+    """:func:`resolve` of a pointer without ``*``: the same walk as
+    :func:`_children` makes, one node per segment, so at most one match, whose
+    concrete pointer is ``pointer`` itself (segments are kept as written)."""
+    node = document
+    for segment in segments:
+        if isinstance(node, dict):
+            key = _unescape(segment)
+            if key not in node:
+                return []
+            node = node[key]
+        elif isinstance(node, list):
+            if not (segment.isdigit() and (segment == "0" or not segment.startswith("0"))):
+                return []
+            index = int(segment)
+            if index >= len(node):
+                return []
+            node = node[index]
+        else:
+            return []
+    return [(pointer, node)]
+
+
 def _nested(one: str, other: str) -> bool:
     """True if either pointer is a proper prefix (ancestor) of the other."""
     return one.startswith(other + "/") or other.startswith(one + "/")
+
+
+def _ancestors(pointer: str) -> list[str]:
+    """The proper ancestors of a pointer: every prefix that ends before a ``/``
+    (``/a/b`` -> ``""``, ``/a``). ``other`` is one of them exactly when
+    ``pointer.startswith(other + "/")``, so :func:`_nested` holds for a pair iff
+    one is among the other's ancestors."""
+    out = []
+    cut = pointer.find("/")
+    while cut != -1:
+        out.append(pointer[:cut])
+        cut = pointer.find("/", cut + 1)
+    return out
 
 
 def _replace(document: Any, pointer: str, value: Any) -> None:
@@ -158,6 +197,9 @@ def mask(
     masked: list[MaskedField] = []
     reveals: list[Reveal] = []
     seen: set[str] = set()
+    # Every proper ancestor of a path in ``seen``: with it, the overlap test is
+    # O(depth) per path instead of a scan of ``seen`` (1,024 paths: 0.5 M pairs).
+    below: set[str] = set()
     for pointer in pointers:
         wildcard = "*" in _split(pointer)
         matches = resolve(document, pointer)
@@ -166,11 +208,13 @@ def mask(
         for path, value in matches:
             if path in seen or (wildcard and value is None):
                 continue  # already masked; or an absent optional field
-            if any(_nested(path, other) for other in seen):
+            ancestors = _ancestors(path)
+            if path in below or not seen.isdisjoint(ancestors):  # any(_nested(path, o) ...)
                 raise InvalidArtifact(f"PII path {path!r} overlaps another masked path")
             if len(masked) >= MAX_MASKED:
                 raise InvalidArtifact(f"more than {MAX_MASKED} PII fields")
             seen.add(path)
+            below.update(ancestors)
             salt = token_bytes(16)
             token = TOKEN_FORMAT.format(n=len(masked) + 1)
             masked.append(MaskedField(path=path, token=token, commitment=commitment(salt, value)))
