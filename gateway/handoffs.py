@@ -194,8 +194,11 @@ class Handoffs:
         recipients: Mapping[str, Sequence[PublicKey]],
         deciders: Mapping[str, KeyDirectory],
         token: Callable[[int], str] = secrets.token_urlsafe,
+        poll_s: float = 2.0,
     ) -> None:
         self.gateway = gateway
+        #: How often a subscriber re-reads the store (changes made by other gateways).
+        self.poll_s = poll_s
         self.store = store
         self.queues = queues
         self._recipients = recipients
@@ -206,6 +209,7 @@ class Handoffs:
         self._signing_key = runtime.signing.active
         self._gateway_keys: KeySet = runtime.signing.public()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._watchers: dict[str, set[asyncio.Event]] = {}
 
     # ------------------------------------------------------------------ open
     def queue(self, name: str) -> QueueConfig:
@@ -479,6 +483,30 @@ class Handoffs:
                 expired += 1
         return requeued, expired
 
+    # ------------------------------------------------------------ watching
+    async def wait_for_change(self, bundle_id: str, *, timeout_s: float) -> bool:
+        """Wait until this process appends an event to ``bundle_id``, at most
+        ``timeout_s``; True if it did. Another gateway's change is seen by the
+        caller re-reading the store after a timeout (so a watcher polls at
+        ``timeout_s`` and is woken at once for local changes)."""
+        event = asyncio.Event()
+        watchers = self._watchers.setdefault(bundle_id, set())
+        watchers.add(event)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            watchers.discard(event)
+            if not watchers:
+                self._watchers.pop(bundle_id, None)
+
+    def _notify(self, bundle_id: str) -> None:
+        for event in self._watchers.get(bundle_id, ()):
+            event.set()
+
     # ------------------------------------------------------------- events
     async def events(self, bundle_id: str) -> Sequence[str]:
         return await self.store.events(bundle_id)
@@ -532,6 +560,7 @@ class Handoffs:
                 await self.store.append_event(
                     record.bundle_id, sign_event(event, self._signing_key), seq=len(tokens)
                 )
+                self._notify(record.bundle_id)
                 return
             except ChainConflict:
                 continue

@@ -58,6 +58,11 @@ DECISION_MEDIA_TYPE: Final = "application/baton-decision+jws"
 EVENTS_MEDIA_TYPE: Final = "application/baton-events+json"
 #: An agent's report of what it did with a decision.
 ACK_MEDIA_TYPE: Final = "application/baton-ack+json"
+#: Statuses a subscriber waits through, and the outcomes it is delivered.
+_OPEN: Final = frozenset({"queued", "claimed"})
+_OUTCOMES: Final = frozenset({"decided", "expired", "cancelled"})
+#: A subscription outlives the handoff's deadline by this much, for the expiry.
+_SUBSCRIBE_GRACE_S: Final = 30.0
 #: Inbox status -> A2A v1.0 task state (s4.1.3). A handoff is work in progress
 #: until a person decided; an expiry or cancellation ends it (fail closed).
 TASK_STATES: Final = {
@@ -118,7 +123,7 @@ class Inbox:
             "supportedInterfaces": [
                 {"url": url, "protocolBinding": a2a.JSONRPC, "protocolVersion": "1.0"}
             ],
-            "capabilities": {"streaming": False, "pushNotifications": False},
+            "capabilities": {"streaming": True, "pushNotifications": False},
             "defaultInputModes": [HANDOFF_MEDIA_TYPE, ACK_MEDIA_TYPE],
             "defaultOutputModes": [DECISION_MEDIA_TYPE, EVENTS_MEDIA_TYPE],
             "skills": [
@@ -168,6 +173,11 @@ class Inbox:
             elif call.method == "GetTask":
                 record = await self._visible(agent.identity, queue, call.task_id)
                 result = await self._task_for_origin(agent.identity, record, now)
+            elif call.method == "SubscribeToTask":
+                record = await self._visible(agent.identity, queue, call.task_id)
+                response = await self._subscribe(request, call, agent.identity, record)
+                gateway.finish(ctx, 200, "accepted", "ok")
+                return response
             else:
                 raise InvalidRequest(f"the inbox does not serve {call.method}")
         except BatonError as exc:
@@ -239,16 +249,70 @@ class Inbox:
     async def _task_for_origin(self, caller: str, record: InboxRecord, now: float) -> Any:
         """The task; the escalating agent reading an outcome marks it delivered
         (a held call's outcome is delivered by the gate, when the call passes)."""
+        return await self._task(await self._delivered_to(caller, record, now, note="GetTask"))
+
+    async def _subscribe(
+        self, request: web.Request, call: Call, caller: str, record: InboxRecord
+    ) -> web.StreamResponse:
+        """``SubscribeToTask`` (A2A v1.0 s3.1.6) as server-sent events: the task
+        first, then an ``artifactUpdate`` with the signed decision and a
+        ``statusUpdate`` for every change, until the handoff is final (decided,
+        expired, cancelled) or past its deadline. Woken at once by changes in
+        this process; another gateway's change is read at the next poll."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        await response.prepare(request)
+
+        async def send(result: Mapping[str, Any]) -> None:
+            event = {"jsonrpc": "2.0", "id": call.rpc_id, "result": result}
+            await response.write(
+                b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+            )
+
+        handoffs = self._handoffs
+        await send({"task": await self._task(record)})
+        shown_status, shown_decision = record.status, record.decision is not None
+        deadline = record.resolve_by + _SUBSCRIBE_GRACE_S
+        while record.status in _OPEN and handoffs.gateway.clock() < deadline:
+            await handoffs.wait_for_change(record.bundle_id, timeout_s=handoffs.poll_s)
+            record = await handoffs.get(record.bundle_id, record.queue)
+            if record.status in _OUTCOMES:
+                record = await self._delivered_to(
+                    caller, record, handoffs.gateway.clock(), note="SubscribeToTask"
+                )
+            task = await self._task(record)
+            if record.decision is not None and not shown_decision:
+                shown_decision = True
+                for artifact in task.get("artifacts", ()):
+                    await send(
+                        {"artifactUpdate": {"taskId": record.bundle_id,
+                                            "contextId": task["contextId"], "artifact": artifact}}
+                    )  # fmt: skip
+            if record.status != shown_status:
+                shown_status = record.status
+                await send(
+                    {"statusUpdate": {"taskId": record.bundle_id, "contextId": task["contextId"],
+                                      "status": task["status"], "metadata": task["metadata"]}}
+                )  # fmt: skip
+        await response.write_eof()
+        return response
+
+    async def _delivered_to(
+        self, caller: str, record: InboxRecord, now: float, *, note: str
+    ) -> InboxRecord:
+        """``record``, marked delivered if it is an outcome the escalating agent
+        is now receiving (once: of concurrent readers one records the delivery)."""
         if (
             caller == record.origin
-            and record.status in ("decided", "expired", "cancelled")
+            and record.status in _OUTCOMES
             and not record.idempotency_key.startswith(GATE_KEY_PREFIX)
         ):
             try:
-                record = await self._handoffs.deliver(record, now, note="GetTask")
+                return await self._handoffs.deliver(record, now, note=note)
             except Conflict:  # delivered concurrently: read what is stored now
-                record = await self._handoffs.get(record.bundle_id, record.queue)
-        return await self._task(record)
+                return await self._handoffs.get(record.bundle_id, record.queue)
+        return record
 
     async def _acknowledge(
         self,
@@ -273,11 +337,7 @@ class Inbox:
             raise InvalidRequest('an acknowledgement says "executed" or "failed"')
         if record.idempotency_key.startswith(GATE_KEY_PREFIX):
             raise Conflict("the gateway acknowledges a held call itself")
-        if record.status in ("decided", "expired", "cancelled"):
-            try:
-                record = await self._handoffs.deliver(record, now, note="acknowledged")
-            except Conflict:
-                record = await self._handoffs.get(record.bundle_id, record.queue)
+        record = await self._delivered_to(caller, record, now, note="acknowledged")
         if record.status != "delivered":
             raise Conflict(f"{record.bundle_id} is {record.status}: nothing to acknowledge")
         record = await self._handoffs.acknowledge(
