@@ -449,6 +449,16 @@ class Handoffs:
         )
         return acknowledged
 
+    async def cancel(self, record: InboxRecord, *, actor: str, now: float) -> InboxRecord:
+        """An open handoff withdrawn by the agent that escalated: ``cancelled``
+        (a held call it was for never passes)."""
+        await self.store.set_status(record.bundle_id, "cancelled", now=now)
+        cancelled = await self.store.get(record.bundle_id)
+        if cancelled is None:  # pragma: no cover - records are never deleted
+            raise TaskNotFound(record.bundle_id)
+        await self._append(cancelled, "cancelled", actor=actor, now=now)
+        return cancelled
+
     async def expire(self, record: InboxRecord, now: float) -> InboxRecord:
         """Expire one due bundle now (fail closed: the queue's ``on_expiry``)."""
         await self.store.set_status(record.bundle_id, "expired", now=now)

@@ -173,6 +173,9 @@ class Inbox:
             elif call.method == "GetTask":
                 record = await self._visible(agent.identity, queue, call.task_id)
                 result = await self._task_for_origin(agent.identity, record, now)
+            elif call.method == "CancelTask":
+                record = await self._visible(agent.identity, queue, call.task_id)
+                result = await self._cancel(ctx, agent.identity, record, now)
             elif call.method == "SubscribeToTask":
                 record = await self._visible(agent.identity, queue, call.task_id)
                 response = await self._subscribe(request, call, agent.identity, record)
@@ -313,6 +316,21 @@ class Inbox:
             except Conflict:  # delivered concurrently: read what is stored now
                 return await self._handoffs.get(record.bundle_id, record.queue)
         return record
+
+    async def _cancel(
+        self, ctx: RequestContext, caller: str, record: InboxRecord, now: float
+    ) -> dict[str, Any]:
+        """``CancelTask`` by the escalating agent, while no one has decided."""
+        if caller != record.origin:
+            raise TaskNotFound("no such handoff for this agent")
+        if record.status not in _OPEN:
+            raise Conflict(f"{record.bundle_id} is {record.status}: too late to cancel")
+        record = await self._handoffs.cancel(record, actor=caller, now=now)
+        await self._gateway.audit(
+            ctx, now, event="handoff.cancelled", outcome="accepted", reason=None,
+            detail=f"{record.bundle_id} by {caller}",
+        )  # fmt: skip
+        return await self._task(record)
 
     async def _acknowledge(
         self,

@@ -21,6 +21,7 @@ from keys.keyset import KeySet
 from protocol.bundle import open_bundle
 from protocol.canonical import canonical_digest
 from protocol.identity import agent_id
+from protocol.lifecycle import verify_events
 from tests.gateway._harness import TRUST_DOMAIN
 from tests.interop.a2a_peers import JSONRPC, fetch_card, send_text
 from tests.interop.conftest import Fleet, start_fleet
@@ -155,3 +156,33 @@ async def test_an_agent_not_allowed_on_the_queue_is_refused(fleet: Fleet) -> Non
     assert [(e.outcome, e.reason) for e in await fleet.audit_events()] == [
         ("rejected", "policy_denied")
     ]
+
+
+async def test_the_escalating_agent_can_cancel_until_someone_decides(fleet: Fleet) -> None:
+    await _conversation(fleet, "ctx-h3")
+    task = (await _escalate(fleet, "support", "key-3", "ctx-h3")).json()["result"]["task"]
+    cancel = {"jsonrpc": "2.0", "id": 4, "method": "CancelTask", "params": {"id": task["id"]}}
+    async with fleet.httpx_client("other") as http:
+        hidden = await http.post(
+            f"{fleet.base}/a2a/inbox/refunds", json=cancel, headers={"a2a-version": "1.0"}
+        )
+    assert hidden.json()["error"]["code"] == -32001  # not its handoff: not found
+    async with fleet.httpx_client("support") as http:
+        done = await http.post(
+            f"{fleet.base}/a2a/inbox/refunds", json=cancel, headers={"a2a-version": "1.0"}
+        )
+        again = await http.post(
+            f"{fleet.base}/a2a/inbox/refunds", json=cancel, headers={"a2a-version": "1.0"}
+        )
+    assert done.status_code == 200, done.text
+    assert done.json()["result"]["status"]["state"] == "TASK_STATE_CANCELED"
+    assert again.status_code == 409
+    record = await fleet.stores.inbox.get(task["id"])
+    assert record is not None and record.status == "cancelled"
+    gateway = KeySet.from_jwks(json.loads((fleet.folder.gateway / "jwks.json").read_bytes()))
+    events, _ = verify_events(
+        list(await fleet.stores.inbox.events(task["id"])), gateway, bundle_id=task["id"]
+    )
+    assert [(e.type, e.actor) for e in events][-1] == ("cancelled", SUPPORT)
+    # Too late to claim: a cancelled handoff is closed.
+    assert list(await fleet.handoffs.store.list("refunds", status="queued")) == []
