@@ -246,6 +246,17 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         f"{len(config.upstreams)} upstreams, {rules} policy rules, store {config.store.kind}, "
         f"gateway {runtime.identity})"
     )
+    if config.queues:
+        holds = len(config.policy.require_approval)
+        listener = config.gateway.operator_listen or "off"
+        print(
+            f"  handoff: {len(config.queues)} queues, {len(config.operators)} operators, "
+            f"{holds} approval rules, operator listener {listener}"
+        )
+        for queue in config.queues:
+            served = [op.name for op in config.operators if queue.name in op.queues]
+            if not served:
+                print(f"  warning: queue {queue.name!r} has no operators: escalations are refused")
     return 0
 
 

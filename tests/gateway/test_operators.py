@@ -304,3 +304,17 @@ def test_incomplete_or_shared_operator_keys_are_config_errors(home: Path) -> Non
         "operator:alice",
         "operator:bob",
     }
+
+
+def test_check_config_summarises_the_handoff_setup(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _add(home, "alice", "refunds") == 0
+    with (home / "baton.toml").open("a", encoding="utf-8") as handle:
+        handle.write('\n[[queues]]\nname = "unstaffed"\n')
+    capsys.readouterr()
+    assert main(["check-config", "--dir", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert "operators, 0 approval rules, operator listener 127.0.0.1:8444" in out
+    assert "warning: queue 'unstaffed' has no operators" in out
+    assert "warning: queue 'refunds'" not in out
