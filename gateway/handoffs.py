@@ -54,7 +54,7 @@ from protocol.errors import (
 )
 from protocol.handoff import HandoffRequest
 from protocol.lifecycle import EVENT_TYP, LifecycleEvent, sign_event
-from protocol.ports import InboxRecord, InboxStore
+from protocol.ports import InboxRecord, InboxStatus, InboxStore
 
 __all__ = [
     "GATE_KEY_PREFIX",
@@ -425,14 +425,19 @@ class Handoffs:
         return reveals if isinstance(reveals, dict) else None
 
     # --------------------------------------------------------------- agents
-    async def deliver(self, record: InboxRecord, now: float, *, note: str) -> InboxRecord:
-        """``decided``/``expired``/``cancelled`` -> ``delivered``, once: the
-        status move is compare-and-set, so of two deliveries one wins; the
-        other raises :class:`Conflict` and appends nothing."""
-        await self.store.set_status(record.bundle_id, "delivered", now=now)
-        delivered = await self.store.get(record.bundle_id)
-        if delivered is None:  # pragma: no cover - records are never deleted
+    async def _move(self, record: InboxRecord, status: InboxStatus, now: float) -> InboxRecord:
+        """Compare-and-set the status (:meth:`InboxStore.set_status`: a move
+        another caller already made raises :class:`Conflict`); the record as now stored."""
+        await self.store.set_status(record.bundle_id, status, now=now)
+        moved = await self.store.get(record.bundle_id)
+        if moved is None:  # pragma: no cover - records are never deleted
             raise TaskNotFound(record.bundle_id)
+        return moved
+
+    async def deliver(self, record: InboxRecord, now: float, *, note: str) -> InboxRecord:
+        """``decided``/``expired``/``cancelled`` -> ``delivered``, once: of two
+        deliveries one wins; the other raises :class:`Conflict`, appends nothing."""
+        delivered = await self._move(record, "delivered", now)
         await self._append(delivered, "delivered", actor=self._identity, now=now, note=note)
         return delivered
 
@@ -440,10 +445,7 @@ class Handoffs:
         self, record: InboxRecord, *, actor: str, outcome: str, now: float, note: str | None
     ) -> InboxRecord:
         """``delivered`` -> ``acknowledged``: the agent says whether it executed."""
-        await self.store.set_status(record.bundle_id, "acknowledged", now=now)
-        acknowledged = await self.store.get(record.bundle_id)
-        if acknowledged is None:  # pragma: no cover - records are never deleted
-            raise TaskNotFound(record.bundle_id)
+        acknowledged = await self._move(record, "acknowledged", now)
         await self._append(
             acknowledged, "acknowledged", actor=actor, now=now, outcome=outcome, note=note
         )
@@ -452,19 +454,13 @@ class Handoffs:
     async def cancel(self, record: InboxRecord, *, actor: str, now: float) -> InboxRecord:
         """An open handoff withdrawn by the agent that escalated: ``cancelled``
         (a held call it was for never passes)."""
-        await self.store.set_status(record.bundle_id, "cancelled", now=now)
-        cancelled = await self.store.get(record.bundle_id)
-        if cancelled is None:  # pragma: no cover - records are never deleted
-            raise TaskNotFound(record.bundle_id)
+        cancelled = await self._move(record, "cancelled", now)
         await self._append(cancelled, "cancelled", actor=actor, now=now)
         return cancelled
 
     async def expire(self, record: InboxRecord, now: float) -> InboxRecord:
         """Expire one due bundle now (fail closed: the queue's ``on_expiry``)."""
-        await self.store.set_status(record.bundle_id, "expired", now=now)
-        expired = await self.store.get(record.bundle_id)
-        if expired is None:  # pragma: no cover - records are never deleted
-            raise TaskNotFound(record.bundle_id)
+        expired = await self._move(record, "expired", now)
         await self._expired(expired, now)
         return expired
 

@@ -572,17 +572,17 @@ class _Verifier:
         mine = [key for key in held if key.kid in recipients]
         if not mine:
             raise NotRecipient("none of the given operator keys is a recipient of this bundle")
-        plaintexts = set()
+        plaintexts = []  # compared, not hashed into a set: megabytes each
         for key in mine:
             with translating():
-                plaintexts.add(
+                plaintexts.append(
                     decrypt(
                         value, key, typ=BUNDLE_JWE_TYP, max_bytes=MAX_BUNDLE_BYTES * 2
                     ).plaintext
                 )
-        if len(plaintexts) != 1:  # pragma: no cover - one ciphertext, one GCM tag
+        if any(other != plaintexts[0] for other in plaintexts[1:]):  # pragma: no cover
             raise InvalidEnvelope("recipient entries open to different plaintexts")
-        opened = verify_bundle_jws(plaintexts.pop(), self.gateway_keys)
+        opened = verify_bundle_jws(plaintexts[0], self.gateway_keys)
         self._check_created(opened)
         unopened = len(recipients) - len(mine)
         if unopened:

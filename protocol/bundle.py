@@ -238,11 +238,13 @@ def _entry_forms(entry: Mapping[str, Any]) -> tuple[bytes, bytes]:
     """(JCS of the entry without ``hash``, which its hash covers; JCS of the entry).
 
     One serialisation: the second is the first with the ``hash`` member spliced
-    in before its successor (``,"kind":``). Exact for a flat object with the
-    model's member names: a ``"`` not preceded by a backslash delimits a string
-    (RFC 8785 s3.2.2.2 writes every quote in a string as ``\"``), so the first
-    ``,"kind":`` is a member name ``kind``, and in a flat object that is the
-    top-level member. Anything else is serialised twice.
+    in before its successor, ``kind`` (s3.2.3 order). Exact for a flat object
+    with the model's member names, checked here: RFC 8785 s3.2.2.2 writes every
+    quote inside a string as ``\"``, so in ``,"kind":`` both quotes (preceded by
+    ``,`` and ``d``) delimit a string; ``kind`` between them is no JSON token,
+    so it is that string, and one followed by ``:`` is a member name. A flat
+    object has one level of names, each once: the first match is the member.
+    Anything else (never a validated entry) is serialised twice.
     """
     without = {name: value for name, value in entry.items() if name != "hash"}
     hashed = canonical_json(without)
@@ -298,7 +300,11 @@ class _Parts:
     ) -> _Parts:
         """``entry_forms`` and ``body_json`` (by body index): parts the caller
         has serialised from these very values already (build_bundle)."""
-        forms = entry_forms or [_entry_forms(entry) for entry in document["transcript"]]
+        forms = (
+            [_entry_forms(entry) for entry in document["transcript"]]
+            if entry_forms is None
+            else entry_forms
+        )
         known = body_json or {}
         jsons = []
         records = []

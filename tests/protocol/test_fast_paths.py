@@ -120,6 +120,13 @@ def test_canonical_object_refuses_a_member_given_twice() -> None:
 
 @DETERMINISTIC
 @given(json_text | st.sampled_from(["\ud800", "a\udfff", '"\\\x1f\u2028']))
+@example("")
+@example("\x7f")
+@example("plain ASCII, printable: ~!#$%&'()*+,-./:;<=>?@[]^_`{|}")
+@example('a"b')
+@example("a\\b")
+@example("\x1f")
+@example("A" * 100_000)
 def test_canonical_string_is_canonical_json_of_the_string(text: str) -> None:
     try:
         expected = canonical_json(text)
