@@ -151,7 +151,7 @@ def gateway_app(
             deciders=runtime.queue_deciders,
         )
         app[HANDOFFS] = handoffs
-        app[INBOX] = Inbox(handoffs)
+        app[INBOX] = Inbox(handoffs, delivery=delivery)
         if runtime.approvals:
             gateway.gate = Gate(handoffs)
         app[OPERATOR_API] = OperatorApi(handoffs, serves=_serves(runtime))
@@ -161,6 +161,7 @@ def gateway_app(
             else None
         )
         yield
+        await handoffs.close()
         if sweeper is not None:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -345,6 +345,10 @@ class QueueConfig(_Section):
     on_expiry: Literal["reject"] = "reject"
     #: How long an operator's claim lasts before the bundle returns to the queue.
     lease_s: int = Field(default=900, ge=10, le=24 * 3600)
+    #: Hosts an escalating agent's push-notification webhook may be on (HTTPS,
+    #: public addresses unless in ``gateway.webhook_trusted_networks``). Empty:
+    #: no pushes; the agent polls ``GetTask`` or streams ``SubscribeToTask``.
+    webhook_hosts: list[str] = Field(default_factory=list, max_length=256)
 
 
 class OperatorConfig(_Section):

@@ -28,7 +28,7 @@ import asyncio
 import hashlib
 import json
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -209,6 +209,10 @@ class Handoffs:
         self._signing_key = runtime.signing.active
         self._gateway_keys: KeySet = runtime.signing.public()
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Called (in the background) with a handoff that got its outcome:
+        #: decided or expired. The inbox pushes it to the agent's webhook.
+        self.on_outcome: Callable[[InboxRecord], Coroutine[Any, Any, None]] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._watchers: dict[str, set[asyncio.Event]] = {}
 
     # ------------------------------------------------------------------ open
@@ -398,6 +402,7 @@ class Handoffs:
         await self._audit(
             ctx, now, "handoff.decided", f"{bundle_id} {decision.decision.type} by {operator}"
         )
+        self._outcome(decided)
         return decided, decision
 
     async def reveal(
@@ -464,6 +469,22 @@ class Handoffs:
         await self._expired(expired, now)
         return expired
 
+    def _outcome(self, record: InboxRecord) -> None:
+        """Run :attr:`on_outcome` in the background: an agent's slow or failing
+        webhook never delays or fails an operator's decision or a sweep."""
+        if self.on_outcome is None:
+            return
+        task = asyncio.create_task(self.on_outcome(record))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        """Wait (bounded) for outcome deliveries still running, then cancel them."""
+        if self._background:
+            _, pending = await asyncio.wait(tuple(self._background), timeout=5)
+            for task in pending:
+                task.cancel()
+
     async def _expired(self, record: InboxRecord, now: float) -> None:
         on_expiry = self.queues[record.queue].on_expiry if record.queue in self.queues else "reject"
         await self._append(
@@ -474,6 +495,7 @@ class Handoffs:
             reason="expired", request_id="sweep", peer=None, artifact_sha256=None,
             detail=f"{record.bundle_id} queue={record.queue} on_expiry={on_expiry}",
         )  # fmt: skip
+        self._outcome(record)
 
     async def sweep(self, now: float) -> tuple[int, int]:
         """Return lapsed leases to their queues and expire due bundles.

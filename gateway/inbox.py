@@ -25,8 +25,11 @@ a data part once decided) to the agent that escalated and to no one else.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
+from ipaddress import ip_network
 from typing import Any, Final
 
 from aiohttp import web
@@ -38,7 +41,10 @@ from gateway.config import QueueConfig
 from gateway.dialects import Dialect, Rendered, lowered_headers, render_a2a
 from gateway.handoffs import GATE_KEY_PREFIX, Handoffs
 from gateway.proxy import RequestContext, Timer
-from keys.strictjson import loads
+from gateway.push import WebhookDelivery
+from keys.b64 import b64url_decode, b64url_encode
+from keys.errors import KeysError
+from keys.strictjson import loads, loads_object
 from protocol.bundle import participants
 from protocol.canonical import digest
 from protocol.errors import (
@@ -47,17 +53,23 @@ from protocol.errors import (
     InvalidRequest,
     PolicyDenied,
     TaskNotFound,
+    UnsafeWebhook,
 )
 from protocol.handoff import HANDOFF_MEDIA_TYPE, HandoffRequest, check_request_digests
-from protocol.ports import InboxRecord
+from protocol.ports import MAX_BINDING_TEXT, InboxRecord
+from protocol.webhooks import check_webhook_url
 
 __all__ = ["ACK_MEDIA_TYPE", "DECISION_MEDIA_TYPE", "EVENTS_MEDIA_TYPE", "Inbox", "task_json"]
+
+log = logging.getLogger("baton.inbox")
 
 DECISION_MEDIA_TYPE: Final = "application/baton-decision+jws"
 #: The gateway-signed lifecycle events (a list of compact JWS, oldest first).
 EVENTS_MEDIA_TYPE: Final = "application/baton-events+json"
 #: An agent's report of what it did with a decision.
 ACK_MEDIA_TYPE: Final = "application/baton-ack+json"
+#: Binding kind: bundle id -> the escalating agent's webhook (token sealed).
+PUSH_KIND: Final = "inbox-push"
 #: Statuses a subscriber waits through, and the outcomes it is delivered.
 _OPEN: Final = frozenset({"queued", "claimed"})
 _OUTCOMES: Final = frozenset({"decided", "expired", "cancelled"})
@@ -88,9 +100,14 @@ class _A2aErrors(Dialect):
 class Inbox:
     """``POST /a2a/inbox/<queue>``: escalate, follow up, acknowledge."""
 
-    def __init__(self, handoffs: Handoffs) -> None:
+    def __init__(self, handoffs: Handoffs, *, delivery: WebhookDelivery | None = None) -> None:
         self._handoffs = handoffs
         self._gateway = gateway = handoffs.gateway
+        self._delivery = delivery
+        settings = gateway.runtime.config.gateway
+        self._trusted = tuple(ip_network(net) for net in settings.webhook_trusted_networks)
+        if delivery is not None:
+            handoffs.on_outcome = self._push
         self._errors = _A2aErrors(
             gateway.stores.bindings, gateway.runtime.config.limits.max_json_depth
         )
@@ -123,7 +140,7 @@ class Inbox:
             "supportedInterfaces": [
                 {"url": url, "protocolBinding": a2a.JSONRPC, "protocolVersion": "1.0"}
             ],
-            "capabilities": {"streaming": True, "pushNotifications": False},
+            "capabilities": {"streaming": True, "pushNotifications": bool(queue.webhook_hosts)},
             "defaultInputModes": [HANDOFF_MEDIA_TYPE, ACK_MEDIA_TYPE],
             "defaultOutputModes": [DECISION_MEDIA_TYPE, EVENTS_MEDIA_TYPE],
             "skills": [
@@ -226,6 +243,7 @@ class Inbox:
         context_id = message.get("contextId")
         if not isinstance(context_id, str) or not context_id:
             raise InvalidRequest("a handoff names its conversation (message.contextId)")
+        webhook = self._webhook(queue, body)  # checked before anything is stored
         stored, _created = await self._handoffs.open(
             ctx,
             handoff=handoff,
@@ -234,8 +252,87 @@ class Inbox:
             origin=origin,
             now=now,
         )
+        if webhook is not None and stored.origin == origin:
+            await self._remember_webhook(stored, webhook, now)
         # A repeat, or another participant escalating the same query: one handoff.
         return {"task": await self._task(stored)}
+
+    # ------------------------------------------------------------------ push
+    def _webhook(self, queue: QueueConfig, body: bytes) -> tuple[str, str] | None:
+        """``params.configuration.taskPushNotificationConfig`` ``(url, token)``,
+        checked against the queue's ``webhook_hosts`` (A2A s4.3, s13.2)."""
+        value = loads(body, max_bytes=len(body), max_depth=self._max_depth)
+        params = value.get("params") if isinstance(value, dict) else None
+        configuration = params.get("configuration") if isinstance(params, dict) else None
+        push = (
+            configuration.get("taskPushNotificationConfig")
+            if isinstance(configuration, dict)
+            else None
+        )
+        if push is None:
+            return None
+        url = push.get("url") if isinstance(push, dict) else None
+        token = push.get("token", "") if isinstance(push, dict) else None
+        if not isinstance(url, str) or not isinstance(token, str) or len(token) > 512:
+            raise InvalidRequest("taskPushNotificationConfig needs a url (and a short token)")
+        if self._delivery is None or not queue.webhook_hosts:
+            raise UnsafeWebhook(f"queue {queue.name} sends no push notifications")
+        check_webhook_url(url, allowed_hosts=queue.webhook_hosts, trusted_networks=self._trusted)
+        return url, token
+
+    async def _remember_webhook(
+        self, record: InboxRecord, webhook: tuple[str, str], now: float
+    ) -> None:
+        """Keep the webhook (its token sealed with the store key) until the
+        handoff's deadline and a day; the first configuration stays."""
+        url, token = webhook
+        sealed = self._gateway.runtime.cipher.seal(
+            token.encode(), aad=f"inbox-push:{record.bundle_id}".encode()
+        )
+        owner = json.dumps({"url": url, "token": b64url_encode(sealed)}, separators=(",", ":"))
+        if len(owner) > MAX_BINDING_TEXT:
+            raise UnsafeWebhook("webhook URL too long to keep")
+        ttl_s = max(1, int(record.resolve_by - now) + 86400)
+        await self._gateway.stores.bindings.bind(
+            PUSH_KIND, record.bundle_id, owner, ttl_s=ttl_s, now=now
+        )
+
+    async def _push(self, record: InboxRecord) -> None:
+        """Push a decided or expired handoff's task to the agent's webhook,
+        signed by the gateway (RFC 9421, ``gateway/push.py``); a 2xx answer is
+        the delivery. Held calls are never pushed: their approval is consumed
+        by the call itself. Failures are logged, never raised."""
+        if self._delivery is None or record.idempotency_key.startswith(GATE_KEY_PREFIX):
+            return
+        now = self._gateway.clock()
+        try:
+            stored = await self._gateway.stores.bindings.owner(PUSH_KIND, record.bundle_id, now=now)
+            if stored is None:
+                return
+            target = loads_object(stored.encode())
+            token = self._gateway.runtime.cipher.open(
+                b64url_decode(str(target["token"])), aad=f"inbox-push:{record.bundle_id}".encode()
+            ).decode()
+            body = json.dumps({"task": await self._task(record)}, separators=(",", ":")).encode()
+            headers = [("content-type", "application/json"), ("a2a-version", "1.0")]
+            if token:
+                headers.append(("x-a2a-notification-token", token))
+            queue = self._handoffs.queues[record.queue]
+            status = await self._delivery.deliver(
+                str(target["url"]), allowed_hosts=queue.webhook_hosts, body=body,
+                headers=headers, sender=self._gateway.runtime.identity,
+            )  # fmt: skip
+            if 200 <= status < 300:
+                with contextlib.suppress(Conflict):  # read by GetTask meanwhile
+                    await self._handoffs.deliver(record, self._gateway.clock(), note="push")
+            else:
+                log.warning(
+                    "handoff push refused", extra={"bundle": record.bundle_id, "status": status}
+                )
+        except (BatonError, KeysError, KeyError) as exc:
+            log.warning(
+                "handoff push failed", extra={"bundle": record.bundle_id, "reason": str(exc)[:200]}
+            )
 
     # --------------------------------------------------------------- follow up
     async def _visible(self, caller: str, queue: QueueConfig, task_id: str | None) -> InboxRecord:
