@@ -9,7 +9,10 @@ conversation ``a2a:<context>`` is recorded in Redis; then:
   alternately, are one handoff: one task id in every answer, one inbox record,
   one signed ``queued`` event, one ``handoff.created`` audit event (Issue 5);
 * ``other``, which may escalate to the queue but never spoke in the
-  conversation, is refused 403 ``not_participant`` and nothing is created.
+  conversation, is refused 403 ``not_participant`` and nothing is created;
+* a held A2A call (``require_approval`` on skill ``echo``), held at B and
+  approved through A's operator listener, passes exactly once when ten
+  retries race at both gateways; the other nine are ``approval_refused``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +42,14 @@ from gateway.runtime import load_runtime
 from gateway.stores import Stores, redis_client
 from keys.keyset import KeySet
 from protocol.canonical import canonical_digest
-from protocol.identity import agent_id
+from protocol.decision import DecisionBinding, DecisionBody, make_decision_at, sign_decision
+from protocol.identity import agent_id, gateway_id
 from protocol.lifecycle import verify_events
+from protocol.operator import COMMAND_MEDIA_TYPE, make_command_at, sign_command
 from tests.gateway._harness import TRUST_DOMAIN, agent_context, free_port
 from tests.gateway.stores.support import delete_prefix, fresh_prefix, redis_reachable, redis_url
 from tests.interop.a2a_peers import JSONRPC, build_a2a_app, fetch_card, send_text
-from tests.interop.conftest import serve_upstream
+from tests.interop.conftest import Recorded, serve_upstream
 
 SUPPORT = str(agent_id(TRUST_DOMAIN, "support"))
 REPO = Path(__file__).resolve().parents[2]
@@ -50,14 +57,14 @@ READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
 
 
-def _config(port: int, admin: int, a2a_port: int, prefix: str) -> str:
+def _config(port: int, admin: int, operator: int, a2a_port: int, prefix: str) -> str:
     return f"""
 trust_domain = "{TRUST_DOMAIN}"
 
 [gateway]
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin}"
-operator_listen = ""
+operator_listen = "127.0.0.1:{operator}"
 drain_timeout_s = 5
 
 [store]
@@ -84,10 +91,16 @@ timeout_s = 10
 caller = "support"
 upstream = "assistant"
 methods = ["*"]
+skills = ["echo"]
 
 [[queues]]
 name = "refunds"
 escalate_from = ["support", "other"]
+
+[[policy.require_approval]]
+upstream = "assistant"
+queue = "refunds"
+skills = ["echo"]
 
 [[operators]]
 name = "alice"
@@ -103,6 +116,7 @@ class Gateway:
     process: subprocess.Popen[bytes]
     port: int
     admin_port: int
+    operator_port: int
     log: Path
 
     @property
@@ -143,7 +157,9 @@ class Gateway:
             return -signal.SIGKILL
 
 
-def _serve(folder: DataFolder, port: int, admin_port: int, log: Path) -> Gateway:
+def _serve(
+    folder: DataFolder, port: int, admin_port: int, operator_port: int, log: Path
+) -> Gateway:
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--dir", str(folder.root),
@@ -152,7 +168,7 @@ def _serve(folder: DataFolder, port: int, admin_port: int, log: Path) -> Gateway
             stdout=sink,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-    return Gateway(folder, process, port, admin_port, log)
+    return Gateway(folder, process, port, admin_port, operator_port, log)
 
 
 async def _until(predicate: Callable[[], Awaitable[bool]], *, timeout: float) -> None:
@@ -169,6 +185,7 @@ class RedisFleet:
     gateways: tuple[Gateway, Gateway]
     prefix: str
     stores: Stores  # this process's own view of the fleet's Redis store
+    seen: Recorded  # what reached the assistant agent
 
     def client(self, agent: str) -> httpx.AsyncClient:
         """A signed ``httpx`` client (what a2a-sdk uses) with ``agent``'s certificate."""
@@ -222,13 +239,15 @@ async def fleet(tmp_path: Path) -> AsyncIterator[RedisFleet]:
     try:
         async with serve_upstream(folder, "assistant", _assistant, scratch) as (
             a2a_port,
-            _seen,
+            seen,
         ):
             for index, home in enumerate((folder, second)):
-                port, admin_port = free_port(), free_port()
-                home.config.write_text(_config(port, admin_port, a2a_port, prefix), "utf-8")
+                port, admin_port, operator_port = free_port(), free_port(), free_port()
+                home.config.write_text(
+                    _config(port, admin_port, operator_port, a2a_port, prefix), "utf-8"
+                )
                 log = tmp_path / f"serve-{index}.log"
-                gateways.append(_serve(home, port, admin_port, log))
+                gateways.append(_serve(home, port, admin_port, operator_port, log))
             for gateway in gateways:
                 try:
                     await _until(gateway.ready, timeout=READY_TIMEOUT_S)
@@ -236,7 +255,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[RedisFleet]:
                     pytest.fail(f"no /readyz within {READY_TIMEOUT_S} s:\n{gateway.output()}")
             stores = await load_runtime(load(folder.config), folder.root).open_stores()
             try:
-                yield RedisFleet(folder, scratch, (gateways[0], gateways[1]), prefix, stores)
+                yield RedisFleet(folder, scratch, (gateways[0], gateways[1]), prefix, stores, seen)
             finally:
                 await stores.close()
                 codes = [gateway.stop() for gateway in gateways]
@@ -357,3 +376,75 @@ async def test_a_non_participant_is_refused_across_the_fleet(fleet: RedisFleet) 
     audit = list(await fleet.stores.audit.read())
     assert [(e.outcome, e.reason) for e in audit[before:]] == [("rejected", "not_participant")]
     assert [e for e in audit if e.event == "handoff.created"] == []
+
+
+async def _operator(fleet: RedisFleet, gateway: Gateway, op: str, **fields: Any) -> Any:
+    """A signed operator command to ``gateway``'s operator listener, as alice."""
+    alice = fleet.folder.load_operator("alice")
+    command = make_command_at(
+        op,  # type: ignore[arg-type]
+        operator=alice.identity, audience=str(gateway_id(TRUST_DOMAIN, "gw1")),
+        queue="refunds", now=time.time(), **fields,
+    )  # fmt: skip
+    context = ssl.create_default_context(cafile=str(fleet.folder.ca_cert))
+    async with httpx.AsyncClient(verify=context, timeout=10.0) as http:
+        answer = await http.post(
+            f"https://127.0.0.1:{gateway.operator_port}/inbox/api",
+            content=sign_command(command, alice.signing.active),
+            headers={"content-type": COMMAND_MEDIA_TYPE},
+        )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+async def _held_message(http: httpx.AsyncClient, gateway: Gateway, n: int) -> httpx.Response:
+    message = {
+        "messageId": f"m-held-{n}",
+        "role": "ROLE_USER",
+        "parts": [{"text": "refund o-99 for 500"}],
+        "metadata": {"skill": "echo"},
+    }
+    return await http.post(
+        f"{gateway.base}/u/assistant/",
+        json={"jsonrpc": "2.0", "id": n, "method": "SendMessage", "params": {"message": message}},
+        headers={"a2a-version": "1.0"},
+    )
+
+
+def _echo_messages(fleet: RedisFleet) -> int:
+    return sum(1 for method, _, _ in fleet.seen.requests if method == "POST")
+
+
+async def test_an_approved_held_call_passes_once_across_two_gateways(fleet: RedisFleet) -> None:
+    a, b = fleet.gateways
+    async with fleet.client("support") as http:
+        held = await _held_message(http, b, 0)
+    assert held.status_code == 403, held.text
+    [info] = held.json()["error"]["data"]
+    assert info["reason"] == "APPROVAL_REQUIRED"
+    bundle_id = info["metadata"]["handoff"]
+    before = _echo_messages(fleet)
+    # Decided through gateway A's operator listener (B held the call).
+    bundle = (await _operator(fleet, a, "claim", bundle_id=bundle_id))["bundle"]
+    alice = fleet.folder.load_operator("alice")
+    binding = DecisionBinding(
+        bundle_id, bundle["bundle_digest"], bundle["version"], bundle["lease"]["fencing_token"]
+    )
+    approve = DecisionBody(type="approve", commitment="agreed", args_digest=bundle["args_digest"])
+    token = sign_decision(
+        make_decision_at(binding, approve, operator=alice.identity, now=time.time()),
+        alice.signing.active,
+    )
+    await _operator(fleet, a, "decide", bundle_id=bundle_id, decision=token)
+    # Ten retries at once, half at each gateway: exactly one passes.
+    async with fleet.client("support") as via_a, fleet.client("support") as via_b:
+        answers = await asyncio.gather(
+            *(_held_message(*((via_a, a) if i % 2 else (via_b, b)), i + 1) for i in range(10))
+        )
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [200] + [403] * 9, [r.text for r in answers]
+    refused = {r.json()["error"]["data"][0]["reason"] for r in answers if r.status_code == 403}
+    assert refused == {"APPROVAL_REFUSED"}
+    assert _echo_messages(fleet) == before + 1, "an approval passed twice"
+    record = await fleet.stores.inbox.get(bundle_id)
+    assert record is not None and record.status == "acknowledged"
