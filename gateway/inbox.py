@@ -167,6 +167,7 @@ class Inbox:
         timer = Timer(gateway.metrics)
         try:
             agent, body, _verified, now = await gateway.admit(request, ctx, timer)
+            await gateway.rate_limit(agent, now)  # a handoff flood is refused 429 (H11)
             call = a2a.parse_a2a(
                 body,
                 http_method=request.method,

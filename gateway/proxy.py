@@ -336,7 +336,7 @@ class Gateway:
                 agent.name, upstream.name, call.method, call.target_kind, call.target
             )
             timer.lap("policy")
-            await self._rate_limit(agent, now)
+            await self.rate_limit(agent, now)
             timer.lap("rate_limit")
         await dialect.authorize(
             request, body, call, caller=agent.identity, upstream=upstream.name, now=now
@@ -440,7 +440,8 @@ class Gateway:
         if dialect is not None:
             await dialect.bind_state(call, state, caller=caller, upstream=upstream, now=now)
 
-    async def _rate_limit(self, agent: AgentPolicy, now: float) -> None:
+    async def rate_limit(self, agent: AgentPolicy, now: float) -> None:
+        """The caller's rate limit (429 + ``Retry-After``), fleet-wide on Redis."""
         rate = agent.rate_limit
         decision = await self.stores.rates.hit(
             agent.identity, limit=rate.requests, window_s=rate.window_s, now=now

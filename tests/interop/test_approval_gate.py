@@ -355,6 +355,16 @@ async def test_operator_commands_are_single_use_and_for_this_gateway_only(
     )  # fmt: skip
     other = await alice.post(sign_command(elsewhere, alice.material.signing.active))
     assert other.status_code == 401 and other.json()["error"]["code"] == "bad_audience"
+    # H08: an agent's credential is no operator's, whatever the command claims.
+    support = fleet.folder.load_agent(TRUST_DOMAIN, "support")
+    forged = alice.command("list")  # signed by alice; now the same claims signed by support
+    claims = make_command_at(
+        "list", operator=alice.identity, audience=GATEWAY, queue=QUEUE, now=time.time()
+    )
+    impersonated = await alice.post(sign_command(claims, support.signing.active))
+    assert impersonated.status_code == 401
+    assert impersonated.json()["error"]["code"] == "unknown_kid"
+    assert (await alice.post(forged)).status_code == 200
 
 
 async def test_a2a_gets_a_structured_error_naming_the_handoff_and_the_agent_is_not_reached(

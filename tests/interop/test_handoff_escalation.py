@@ -186,3 +186,16 @@ async def test_the_escalating_agent_can_cancel_until_someone_decides(fleet: Flee
     assert [(e.type, e.actor) for e in events][-1] == ("cancelled", SUPPORT)
     # Too late to claim: a cancelled handoff is closed.
     assert list(await fleet.handoffs.store.list("refunds", status="queued")) == []
+
+
+async def test_a_handoff_flood_is_rate_limited(tmp_path: Path) -> None:
+    """H11: escalations count against the agent's rate limit like any request."""
+    limited = QUEUES + "\n[rate_limit]\nrequests = 6\nwindow_s = 600\n"
+    async with start_fleet(tmp_path, extra=limited, operators=("alice",)) as fleet:
+        await _conversation(fleet, "ctx-flood")
+        answers = [await _escalate(fleet, "support", f"flood-{i}", "ctx-flood") for i in range(8)]
+        statuses = [a.status_code for a in answers]
+        assert 429 in statuses and statuses.index(429) > 0, statuses
+        assert answers[statuses.index(429)].headers.get("retry-after"), "no Retry-After"
+        created = len(await fleet.stores.inbox.list("refunds"))
+        assert created == statuses.count(200) < 8
