@@ -91,12 +91,25 @@ def _now() -> dt.datetime:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     root = Path(args.dir)
-    folder = init_data_folder(root, trust_domain=args.trust_domain, force=args.force, now=_now())
+    passwords: list[tuple[str, str]] = []
+    folder = init_data_folder(
+        root,
+        trust_domain=args.trust_domain,
+        force=args.force,
+        now=_now(),
+        on_password=lambda name, password: passwords.append((name, password)),
+    )
     print(f"Baton initialised in {root.resolve()}")
     print(f"  config        {folder.config}")
     print(f"  dev CA        {folder.ca_cert}")
     print(f"  gateway keys  {folder.gateway}/ (signing key, TLS certificate)")
-    print(f"  agents        {folder.data / 'agents'}/support, billing")
+    print(
+        f"  agents        {folder.data / 'agents'}/support, billing (and the payments tool server)"
+    )
+    for name, password in passwords:
+        print(f"  operator      operator:{name} ({folder.operator(name)}/)")
+        print(f"  password      {password}")
+        print("This password is shown once and stored only as a scrypt hash: save it now.")
     print("Private keys are mode 0600 in a git-ignored folder. Next: baton demo")
     return 0
 
@@ -492,7 +505,9 @@ def _parser() -> argparse.ArgumentParser:
     _verify_parser(commands)
     _inbox_parser(commands)
 
-    demo = commands.add_parser("demo", help="one signed, encrypted, replay-proof hop")
+    demo = commands.add_parser(
+        "demo", help="a signed, replay-proof hop, then a refund held for a person's approval"
+    )
     demo.add_argument("dir", nargs="?", default=".", help="folder holding baton.toml")
     demo.set_defaults(run=_cmd_demo)
     return parser

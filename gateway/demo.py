@@ -10,9 +10,10 @@ with client certificates, on the store ``baton.toml`` names (after
   ``.baton/gateway/jwks.json``), reads the ``Baton-Caller`` identity that
   signature covers, opens the capsule it was sent and answers JSON-RPC.
 * **the gateway** is the one ``baton serve`` runs (``load_runtime``,
-  ``gateway_app``, ``server_context``), built from ``baton.toml`` with its
-  listen address and the ``billing`` upstream URL moved to free ports; the
-  file itself is not changed.
+  ``gateway_app``, ``operator_app``, ``server_context``), built from
+  ``baton.toml`` with its listen and operator addresses and the ``billing``
+  and ``payments`` upstream URLs moved to free ports; the file itself is not
+  changed.
 * **support** sends a signed JSON-RPC ``SendMessage`` carrying a capsule only
   billing can open, and verifies the gateway's signature on the answer.
 * Then seven attacks go to the same gateway: a replay, a body changed in
@@ -20,8 +21,14 @@ with client certificates, on the store ``baton.toml`` names (after
   signed for another gateway, one signed 61 s ago and a TLS client without a
   certificate. Each must be refused with its status and stable code (the
   last one in the handshake), and billing must receive none of them.
-* Finally the conversation's hash chain is verified and traced from the
-  store, the way ``baton transcript verify`` and ``baton trace`` do.
+* Then, on the same gateway, the approval-gated refund of
+  ``gateway/demo_handoff.py``: support talks MCP to the ``payments`` tool
+  server; a refund over the limit is held for ``demo-operator``, who approves
+  it with the real ``baton inbox`` commands (served by the gateway's operator
+  listener, also on a free port); the approved call passes exactly once.
+* Finally both conversations' hash chains and the audit chain are verified
+  and the first conversation is traced from the store, the way ``baton
+  transcript verify`` and ``baton trace`` do.
 
 Each run uses fresh nonces and a new conversation. Every step is checked
 against what the store, billing and the answers show; one that does not
@@ -32,15 +39,11 @@ prints as the reason before exiting 1.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
-import logging
 import secrets
 import socket
-import ssl
 import time
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -50,33 +53,40 @@ import aiohttp
 from aiohttp import web
 
 from adapters.jsonrpc import render_error
-from gateway.app import AppOptions, gateway_app
+from gateway.app import AppOptions, gateway_app, operator_app
 from gateway.config import BatonConfig
 from gateway.config import load as load_config
-from gateway.devdata import AgentMaterial, DataFolder
+from gateway.demo_handoff import Payments, Refunds, require_approval_sample
+from gateway.demo_kit import (
+    Answer,
+    DemoFailed,
+    Printer,
+    Sent,
+    check_gateway_request,
+    client_context,
+    expect,
+    listening_socket,
+    port_of,
+    post,
+    quiet_logs,
+    sign_request,
+    start_site,
+)
+from gateway.devdata import SAMPLE_APPROVALS, AgentMaterial, DataFolder
 from gateway.inspect import trace_lines, verify_audit, verify_conversation
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, load_runtime
 from gateway.stores import Stores
-from gateway.tls import server_context
-from keys.b64 import b64url_encode
+from gateway.tls import operator_context, server_context
 from keys.errors import KeysError
 from keys.files import load_jwks
-from keys.httpsig import (
-    HttpRequest,
-    HttpResponse,
-    SignaturePolicy,
-    content_digest,
-    sign,
-    verify,
-)
+from keys.httpsig import HttpRequest, HttpResponse, SignaturePolicy, verify
 from keys.keyset import KeySet
 from keys.strictjson import loads_object
-from keys.x509 import TrustAnchors, peer_identity
+from keys.x509 import TrustAnchors
 from protocol.capsule import OpenedCapsule, open_capsule_at, seal_capsule_at
 from protocol.directory import KeyDirectory
 from protocol.errors import BatonError, InvalidRequest, translating
-from protocol.replay import FreshnessPolicy, check_freshness
 from protocol.transcript import TranscriptEntry
 
 __all__ = ["DemoFailed", "run_demo"]
@@ -89,68 +99,10 @@ UNLISTED_METHOD: Final = "CancelTask"
 OTHER_AUTHORITY: Final = "gw2.example:8443"
 #: Column width of the attack names in the output.
 WIDTH: Final = 45
-#: What support covers with its signature (the gateway requires the first four).
-SIGNED: Final = ("@method", "@target-uri", "@authority", "content-digest", "baton-conversation")
-#: What billing demands of the gateway's signature on every forwarded request.
-UPSTREAM_POLICY: Final = SignaturePolicy(
-    required_components=frozenset(
-        {"@method", "@target-uri", "@authority", "baton-caller", "content-digest"}
-    )
-)
 #: What support demands of the gateway's signature on an answer.
 RESPONSE_POLICY: Final = SignaturePolicy(
     required_components=frozenset({"@status", "content-digest", "@method;req", "@target-uri;req"})
 )
-
-
-class DemoFailed(Exception):
-    """A step of the demo did not behave as shown (``baton`` prints it, exits 1)."""
-
-
-def _expect(condition: bool, failure: str) -> None:
-    if not condition:
-        raise DemoFailed(f"demo: {failure}")
-
-
-class _Printer:
-    """Numbered lines, like the steps of a walkthrough."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.step = 0
-
-    def say(self, text: str = "") -> None:
-        print(text, file=self.out)
-
-    def ok(self, text: str) -> None:
-        self.step += 1
-        self.say(f"{self.step:>2}. {text}")
-
-
-@contextmanager
-def _quiet_logs() -> Iterator[None]:
-    """Only warnings from the gateway and aiohttp, so the demo's lines stay readable."""
-    loggers = [logging.getLogger(name) for name in ("baton", "baton.gateway", "aiohttp")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
-def _listening_socket() -> socket.socket:
-    """A socket on a free loopback port, bound now so no other process can take the port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    return sock
-
-
-def _port(sock: socket.socket) -> int:
-    return int(sock.getsockname()[1])
 
 
 # ------------------------------------------------------------------ billing
@@ -193,38 +145,23 @@ class _Billing:
         return web.json_response(_answer(seen.capsule, loads_object(body).get("id")))
 
     def _check(self, request: web.Request, body: bytes) -> _Seen:
-        now = time.time()
-        tls_peer = self._tls_peer(request, now)
-        url = f"https://{request.host}{request.raw_path}"
-        message = HttpRequest(request.method, url, list(request.headers.items()))
-        with translating():
-            verified = verify(message, self.gateway_keys, UPSTREAM_POLICY, body=body)
-        check_freshness(verified.created, verified.expires, now=now, policy=FreshnessPolicy())
-        caller = request.headers["baton-caller"]  # covered by the signature just verified
+        checked = check_gateway_request(
+            request,
+            body,
+            gateway_identity=self.gateway_identity,
+            gateway_keys=self.gateway_keys,
+            anchors=self.anchors,
+        )
         opened = open_capsule_at(
             _capsule_of(body),
             me=self.me.identity,
             my_keys=self.me.encryption,
             senders=self.senders,
-            now=now,
+            now=time.time(),
             conversation=request.headers.get("baton-conversation"),
-            delivered_by=caller,
+            delivered_by=checked.caller,
         )
-        return _Seen(tls_peer, verified.keyid, caller, opened)
-
-    def _tls_peer(self, request: web.Request, now: float) -> str:
-        transport = request.transport
-        ssl_object = transport.get_extra_info("ssl_object") if transport else None
-        leaf = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-        if leaf is None:
-            raise InvalidRequest("no client certificate")
-        with translating():
-            peer = peer_identity(
-                [leaf], self.anchors, now=dt.datetime.fromtimestamp(now, dt.UTC), usage="client"
-            )
-        if peer.spiffe_id != self.gateway_identity:
-            raise InvalidRequest(f"{peer.spiffe_id} is not the gateway")
-        return peer.spiffe_id
+        return _Seen(checked.tls_peer, checked.gateway_kid, checked.caller, opened)
 
 
 def _capsule_of(body: bytes) -> dict[str, Any]:
@@ -255,32 +192,6 @@ def _answer(opened: OpenedCapsule, rpc_id: object) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ support
-@dataclass(frozen=True, slots=True)
-class _Sent:
-    """One request as support put it on the wire."""
-
-    headers: list[tuple[str, str]]
-    body: bytes
-    nonce: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    @property
-    def code(self) -> str:
-        """The stable error code of a gateway refusal (``-`` if there is none)."""
-        try:
-            error = loads_object(self.body).get("error")
-        except KeysError:
-            return "-"
-        data = error.get("data") if isinstance(error, dict) else None
-        return str(data.get("code", "-")) if isinstance(data, dict) else "-"
-
-
 def _rpc(method: str, params: dict[str, Any], rpc_id: int) -> bytes:
     call = {"jsonrpc": "2.0", "id": rpc_id, "method": method, "params": params}
     return json.dumps(call, separators=(",", ":")).encode()
@@ -293,40 +204,6 @@ def _send_message(capsule: dict[str, Any]) -> bytes:
         "parts": [{"kind": "data", "data": capsule}],
     }
     return _rpc("SendMessage", {"message": message}, rpc_id=1)
-
-
-def _sign(agent: AgentMaterial, url: str, body: bytes, conversation: str, *, created: int) -> _Sent:
-    headers = [
-        ("content-type", "application/json"),
-        ("baton-conversation", conversation),
-        ("content-digest", content_digest(body)),
-    ]
-    nonce = b64url_encode(secrets.token_bytes(16))
-    signature_input, signature = sign(
-        HttpRequest("POST", url, headers),
-        agent.signing.active,
-        components=SIGNED,
-        created=created,
-        nonce=nonce,
-    )
-    signed = [*headers, ("signature-input", signature_input), ("signature", signature)]
-    return _Sent(signed, body, nonce)
-
-
-def _client_context(folder: DataFolder, agent: AgentMaterial | None) -> ssl.SSLContext:
-    """TLS 1.3, trusting the dev CA; with ``agent``'s certificate unless None."""
-    context = ssl.create_default_context(cafile=str(folder.ca_cert))
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    if agent is not None:
-        tls = folder.agent(agent.name)
-        context.load_cert_chain(str(tls / "tls.pem"), str(tls / "tls.key"))
-    return context
-
-
-async def _post(session: aiohttp.ClientSession, url: str, sent: _Sent) -> _Answer:
-    async with session.post(url, data=sent.body, headers=sent.headers) as response:
-        body = await response.read()
-        return _Answer(response.status, list(response.headers.items()), body)
 
 
 # ------------------------------------------------------------------ the demo
@@ -347,6 +224,7 @@ class _Demo:
         folder = DataFolder(root)
         config = load_config(folder.config)
         _require_sample_setup(config)
+        require_approval_sample(config, folder)
         td = config.trust_domain
         return cls(
             root=root,
@@ -357,14 +235,20 @@ class _Demo:
             gateway_keys=load_jwks(folder.gateway / "jwks.json"),
         )
 
-    def runtime(self, gateway_port: int, billing_port: int) -> Runtime:
-        """The gateway's runtime: ``baton.toml`` with the two addresses moved to free ports."""
+    def runtime(self, ports: _Ports) -> Runtime:
+        """The gateway's runtime: ``baton.toml`` with its listeners and the billing and
+        payments upstreams moved to free ports (in memory; the file is not changed)."""
         gateway = self.config.gateway.model_copy(
-            update={"listen": f"127.0.0.1:{gateway_port}", "authorities": []}
+            update={
+                "listen": f"127.0.0.1:{ports.gateway}",
+                "operator_listen": f"127.0.0.1:{ports.operator}",
+                "authorities": [],
+            }
         )
+        moved = {CALLEE: ports.billing, SAMPLE_APPROVALS.upstream: ports.payments}
         upstreams = [
-            upstream.model_copy(update={"url": f"https://127.0.0.1:{billing_port}"})
-            if upstream.name == CALLEE
+            upstream.model_copy(update={"url": f"https://127.0.0.1:{moved[upstream.name]}"})
+            if upstream.name in moved
             else upstream
             for upstream in self.config.upstreams
         ]
@@ -385,7 +269,7 @@ def _require_sample_setup(config: BatonConfig) -> None:
         if (rule.caller, rule.upstream) == (CALLER, CALLEE)
         for method in rule.methods
     }
-    _expect(
+    expect(
         {CALLER, CALLEE} <= agents and CALLEE in upstreams and bool({"SendMessage", "*"} & allowed),
         f"needs the sample setup of 'baton init': agents {CALLER} and {CALLEE}, an upstream "
         f"{CALLEE} and a policy rule letting {CALLER} call SendMessage on it",
@@ -398,66 +282,99 @@ def _store_name(runtime: Runtime) -> str:
     return "the Redis store (store.url in baton.toml)"
 
 
+@dataclass(frozen=True, slots=True)
+class _Ports:
+    """The free loopback ports of one run (bound before anything starts)."""
+
+    gateway: int
+    billing: int
+    payments: int
+    operator: int
+
+
 async def _run(root: Path, out: TextIO) -> None:
     demo = _Demo.load(root)
-    p = _Printer(out)
-    with _listening_socket() as gateway_sock, _listening_socket() as billing_sock:
-        gateway_port, billing_port = _port(gateway_sock), _port(billing_sock)
-        runtime = demo.runtime(gateway_port, billing_port)
+    p = Printer(out)
+    with (
+        listening_socket() as gateway_sock,
+        listening_socket() as billing_sock,
+        listening_socket() as payments_sock,
+        listening_socket() as operator_sock,
+    ):
+        ports = _Ports(
+            port_of(gateway_sock), port_of(billing_sock), port_of(payments_sock),
+            port_of(operator_sock),
+        )  # fmt: skip
+        runtime = demo.runtime(ports)
         billing = demo.billing_agent(runtime)
+        payments = Payments(runtime.identity, demo.gateway_keys, runtime.anchors)
         stores = await runtime.open_stores()
         try:
             async with AsyncExitStack() as running:
-                await _start_billing(demo, billing, billing_sock, running)
-                await _start_gateway(runtime, stores, gateway_sock, running)
+                await _start_upstream(demo, CALLEE, billing.app(), billing_sock, running)
+                await _start_upstream(
+                    demo, SAMPLE_APPROVALS.upstream, payments.app(), payments_sock, running
+                )
+                await _start_gateway(runtime, stores, gateway_sock, operator_sock, running)
                 p.say(f"Baton demo: trust domain {demo.config.trust_domain}, data folder {root}")
                 p.say(
-                    f"  gateway {runtime.identity} on https://127.0.0.1:{gateway_port} "
-                    f"(TLS 1.3, client certificates, {_store_name(runtime)})"
+                    f"  gateway {runtime.identity} on https://127.0.0.1:{ports.gateway} "
+                    f"(TLS 1.3, client certificates, {_store_name(runtime)}); operator "
+                    f"listener on https://127.0.0.1:{ports.operator}"
                 )
-                p.say(f"  {CALLEE} agent behind it on https://127.0.0.1:{billing_port}")
+                p.say(
+                    f"  behind it: {CALLEE} agent on https://127.0.0.1:{ports.billing}, "
+                    f"{SAMPLE_APPROVALS.upstream} MCP tool server on "
+                    f"https://127.0.0.1:{ports.payments}"
+                )
                 p.say(f"  conversation {demo.conversation}")
-                url = f"https://127.0.0.1:{gateway_port}/u/{CALLEE}/a2a"
-                await _hop_and_attacks(demo, stores, billing, url, p)
-            p.say(f"gateway and {CALLEE} stopped.")
-            await _verify_and_trace(demo, stores, p)
+                refunds = await _hop_attacks_and_refunds(
+                    demo, stores, billing=billing, payments=payments, ports=ports, p=p
+                )
+            p.say("")
+            p.say(f"gateway, {CALLEE} and {SAMPLE_APPROVALS.upstream} stopped.")
+            await _verify_and_trace(demo, refunds, stores, p)
         finally:
             await stores.close()
-    _next_steps(demo, runtime, p)
+    _next_steps(demo, runtime, refunds, p)
 
 
-async def _start_billing(
-    demo: _Demo, billing: _Billing, sock: socket.socket, running: AsyncExitStack
+async def _start_upstream(
+    demo: _Demo, name: str, app: web.Application, sock: socket.socket, running: AsyncExitStack
 ) -> None:
-    """billing's own certificate; only clients with a certificate from the dev CA."""
-    runner = web.AppRunner(billing.app(), access_log=None)
-    running.push_async_callback(runner.cleanup)
-    tls = demo.folder.agent(CALLEE)
+    """Agent ``name``'s own certificate; only clients with a certificate from the dev CA."""
+    tls = demo.folder.agent(name)
     context = server_context(
         cert_file=tls / "tls.pem", key_file=tls / "tls.key", ca_file=demo.folder.ca_cert
     )
-    await runner.setup()
-    await web.SockSite(runner, sock, ssl_context=context).start()
+    await start_site(app, sock, context, running)
 
 
 async def _start_gateway(
-    runtime: Runtime, stores: Stores, sock: socket.socket, running: AsyncExitStack
+    runtime: Runtime,
+    stores: Stores,
+    sock: socket.socket,
+    operator_sock: socket.socket,
+    running: AsyncExitStack,
 ) -> None:
-    """The data plane exactly as ``baton serve`` builds it, on the demo's stores."""
+    """The data plane and the operator listener exactly as ``baton serve`` builds
+    them, on the demo's stores."""
     app = gateway_app(runtime, Metrics(), AppOptions(stores=stores))
-    runner = web.AppRunner(app, access_log=None)
-    running.push_async_callback(runner.cleanup)
     context = server_context(
         cert_file=runtime.cert_file, key_file=runtime.key_file, ca_file=runtime.ca_file
     )
-    await runner.setup()
-    await web.SockSite(runner, sock, ssl_context=context).start()
+    await start_site(app, sock, context, running)
+    operator = operator_context(cert_file=runtime.cert_file, key_file=runtime.key_file)
+    await start_site(operator_app(app), operator_sock, operator, running)
 
 
-async def _hop_and_attacks(
-    demo: _Demo, stores: Stores, billing: _Billing, url: str, p: _Printer
-) -> None:
-    connector = aiohttp.TCPConnector(ssl=_client_context(demo.folder, demo.support))
+async def _hop_attacks_and_refunds(
+    demo: _Demo, stores: Stores, *, billing: _Billing, payments: Payments, ports: _Ports, p: Printer
+) -> Refunds:
+    """The hop and the attacks, then the approval-gated refund (gateway/demo_handoff.py)."""
+    base = f"https://127.0.0.1:{ports.gateway}"
+    url = f"{base}/u/{CALLEE}/a2a"
+    connector = aiohttp.TCPConnector(ssl=client_context(demo.folder, demo.support))
     async with aiohttp.ClientSession(connector=connector) as session:
         live = _Live(demo, stores, billing, session, url, p)
         p.say("")
@@ -466,12 +383,23 @@ async def _hop_and_attacks(
         p.say("")
         p.say(f"Attacks on the same gateway (none may reach {CALLEE}):")
         await live.attacks(sent)
+        refunds = Refunds(
+            folder=demo.folder,
+            support=demo.support,
+            payments=payments,
+            http=session,
+            gateway_url=base,
+            operator_url=f"https://127.0.0.1:{ports.operator}",
+            p=p,
+        )
+        await refunds.run()
+    return refunds
 
 
 @dataclass(frozen=True, slots=True)
 class _Attack:
     name: str
-    sent: _Sent
+    sent: Sent
     status: int
     code: str
 
@@ -485,25 +413,27 @@ class _Live:
     billing: _Billing
     session: aiohttp.ClientSession
     url: str
-    p: _Printer
+    p: Printer
 
-    def sign(self, body: bytes, *, created: int) -> _Sent:
-        return _sign(self.demo.support, self.url, body, self.demo.conversation, created=created)
+    def sign(self, body: bytes, *, created: int) -> Sent:
+        return sign_request(
+            self.demo.support, self.url, body, self.demo.conversation, created=created
+        )
 
-    async def hop(self) -> _Sent:
+    async def hop(self) -> Sent:
         """The legitimate call; then each claim about it, checked against the evidence."""
         demo, p = self.demo, self.p
         now = time.time()
         sent = self.sign(_send_message(_seal(demo, now)), created=int(now))
-        answer = await _post(self.session, self.url, sent)
-        _expect(answer.status == 200, f"SendMessage answered {answer.status} {answer.code}")
+        answer = await post(self.session, self.url, sent)
+        expect(answer.status == 200, f"SendMessage answered {answer.status} {answer.code}")
         entries = await self.stores.transcripts.read(demo.conversation)
-        _expect(len(entries) == 2, f"expected request and response recorded, not {len(entries)}")
+        expect(len(entries) == 2, f"expected request and response recorded, not {len(entries)}")
         request, response = entries
         kid = demo.support.signing.active.kid
-        _expect(request.sender == demo.support.identity, f"gateway saw caller {request.sender}")
+        expect(request.sender == demo.support.identity, f"gateway saw caller {request.sender}")
         p.ok(f"mTLS: the gateway authenticated the client certificate as {request.sender}")
-        _expect(request.verified and request.signer == kid, "request entry not marked verified")
+        expect(request.verified and request.signer == kid, "request entry not marked verified")
         p.ok(
             f"gateway verified {CALLER}'s RFC 9421 signature (key {kid[:12]}...) and the "
             f"Content-Digest of the {len(sent.body)}-byte body"
@@ -522,7 +452,7 @@ class _Live:
         _check_answer(demo, self.url, answer, response, p)
         return sent
 
-    def _attacks(self, original: _Sent) -> list[_Attack]:
+    def _attacks(self, original: Sent) -> list[_Attack]:
         now = int(time.time())
         fresh = self.sign(original.body, created=now)
         tampered = fresh.body.replace(b'"user"', b'"admin"')
@@ -534,19 +464,21 @@ class _Live:
         denied = _rpc(UNLISTED_METHOD, {"id": "task-1"}, rpc_id=2)
         # A copy signed for another gateway, presented here with its original Host.
         other = f"https://{OTHER_AUTHORITY}{urlsplit(self.url).path}"
-        signed = _sign(self.demo.support, other, original.body, self.demo.conversation, created=now)
-        elsewhere = _Sent([*signed.headers, ("host", OTHER_AUTHORITY)], signed.body, signed.nonce)
+        signed = sign_request(
+            self.demo.support, other, original.body, self.demo.conversation, created=now
+        )
+        elsewhere = Sent([*signed.headers, ("host", OTHER_AUTHORITY)], signed.body, signed.nonce)
         late = self.demo.config.replay.window_s + 1
         return [
             _Attack("the same request replayed", original, 401, "replay_detected"),
             _Attack(
                 "body changed in transit",
-                _Sent(fresh.headers, tampered, fresh.nonce),
+                Sent(fresh.headers, tampered, fresh.nonce),
                 401,
                 "digest_mismatch",
             ),
             _Attack(
-                "unsigned request", _Sent(unsigned, original.body, ""), 401, "signature_missing"
+                "unsigned request", Sent(unsigned, original.body, ""), 401, "signature_missing"
             ),
             _Attack(
                 f"method the policy does not list ({UNLISTED_METHOD})",
@@ -568,13 +500,13 @@ class _Live:
             ),
         ]
 
-    async def attacks(self, original: _Sent) -> None:
+    async def attacks(self, original: Sent) -> None:
         """Each attack must get its status and code from the gateway, and reach nobody."""
         p, billing = self.p, self.billing
         before = billing.received
         for attack in self._attacks(original):
-            answer = await _post(self.session, self.url, attack.sent)
-            _expect(
+            answer = await post(self.session, self.url, attack.sent)
+            expect(
                 (answer.status, answer.code) == (attack.status, attack.code),
                 f"attack '{attack.name}' answered {answer.status} {answer.code}, "
                 f"expected {attack.status} {attack.code}",
@@ -583,9 +515,7 @@ class _Live:
         reason = await _without_certificate(self.demo, self.url, original)
         name = "TLS client without a certificate"
         p.ok(f"attack: {name:<{WIDTH}} -> refused in the TLS handshake ({reason})")
-        _expect(
-            billing.received == before, f"{billing.received - before} attack(s) reached billing"
-        )
+        expect(billing.received == before, f"{billing.received - before} attack(s) reached billing")
         p.say(f"    {CALLEE} received {billing.received} request in all: none of the attacks")
 
 
@@ -608,13 +538,13 @@ async def _accepted_event(stores: Stores, peer: str) -> int:
     raise DemoFailed("demo: no request.accepted audit event for the call")
 
 
-def _billing_lines(demo: _Demo, billing: _Billing, p: _Printer) -> None:
-    _expect(
+def _billing_lines(demo: _Demo, billing: _Billing, p: Printer) -> None:
+    expect(
         billing.received == 1 and len(billing.seen) == 1,
         f"{CALLEE} received {billing.received} request(s) and accepted {len(billing.seen)}",
     )
     seen = billing.seen[0]
-    _expect(seen.caller == demo.support.identity, f"{CALLEE} saw caller {seen.caller}")
+    expect(seen.caller == demo.support.identity, f"{CALLEE} saw caller {seen.caller}")
     p.ok(
         f"{CALLEE} accepted the gateway's certificate ({seen.tls_peer}), verified its "
         f"signature (key {seen.gateway_kid[:12]}...) and saw caller {seen.caller}"
@@ -627,7 +557,7 @@ def _billing_lines(demo: _Demo, billing: _Billing, p: _Printer) -> None:
 
 
 def _check_answer(
-    demo: _Demo, url: str, answer: _Answer, entry: TranscriptEntry, p: _Printer
+    demo: _Demo, url: str, answer: Answer, entry: TranscriptEntry, p: Printer
 ) -> None:
     message = HttpResponse(answer.status, answer.headers, HttpRequest("POST", url, ()))
     try:
@@ -637,30 +567,36 @@ def _check_answer(
     result = loads_object(answer.body).get("result")
     parts = result.get("parts") if isinstance(result, dict) else None
     text = parts[0].get("text") if isinstance(parts, list) and parts else None
-    _expect(entry.kind == "response" and entry.status == 200, "the answer was not recorded")
+    expect(entry.kind == "response" and entry.status == 200, "the answer was not recorded")
     p.ok(
         f"response recorded (entry #{entry.seq}) and signed by the gateway; {CALLER} verified "
         f"it (key {verified.keyid[:12]}..., .baton/gateway/jwks.json): {text!r}"
     )
 
 
-async def _without_certificate(demo: _Demo, url: str, sent: _Sent) -> str:
+async def _without_certificate(demo: _Demo, url: str, sent: Sent) -> str:
     """A TLS client with no certificate gets no HTTP answer at all."""
-    connector = aiohttp.TCPConnector(ssl=_client_context(demo.folder, None))
+    connector = aiohttp.TCPConnector(ssl=client_context(demo.folder, None))
     async with aiohttp.ClientSession(connector=connector) as session:
         try:
-            answer = await _post(session, url, sent)
+            answer = await post(session, url, sent)
         except aiohttp.ClientError as exc:
             return f"{type(exc).__name__}, no HTTP answer"
     raise DemoFailed(f"demo: a client without a certificate got HTTP {answer.status}")
 
 
-async def _verify_and_trace(demo: _Demo, stores: Stores, p: _Printer) -> None:
+async def _verify_and_trace(demo: _Demo, refunds: Refunds, stores: Stores, p: Printer) -> None:
     conv = demo.conversation
     report = await verify_conversation(stores.transcripts, conv)
-    _expect(report.records == 2, f"{conv} has {report.records} entries, expected 2")
+    expect(report.records == 2, f"{conv} has {report.records} entries, expected 2")
     p.say("")
     p.say(f"transcript verify {conv}: ok, {report.records} entries, head {report.head.hash}")
+    other = await verify_conversation(stores.transcripts, refunds.conversation)
+    expect(other.records > 0, f"{refunds.conversation} was not recorded")
+    p.say(
+        f"transcript verify {refunds.conversation}: ok, {other.records} entries, "
+        f"head {other.head.hash}"
+    )
     audit = await verify_audit(stores.audit)
     p.say(f"audit verify: ok, {audit.records} events, head {audit.head.hash}")
     p.say(f"trace {conv}:")
@@ -668,22 +604,34 @@ async def _verify_and_trace(demo: _Demo, stores: Stores, p: _Printer) -> None:
         p.say(("  " + line).rstrip())
 
 
-def _next_steps(demo: _Demo, runtime: Runtime, p: _Printer) -> None:
+def _next_steps(demo: _Demo, runtime: Runtime, refunds: Refunds, p: Printer) -> None:
     where = runtime.store_path if runtime.config.store.kind == "sqlite" else "Redis"
     d, conv = demo.root, demo.conversation
-    upstream = next(u for u in demo.config.upstreams if u.name == CALLEE)
+    s = SAMPLE_APPROVALS
+    urls = {u.name: u.url for u in demo.config.upstreams}
+    gateway = demo.config.gateway
     p.say("")
     p.say(f"Everything above is stored in {where}. Look again with:")
     p.say(f"  baton trace {conv} --dir {d}")
     p.say(f"  baton transcript verify {conv} --dir {d}")
+    p.say(f"  baton trace {refunds.conversation} --dir {d}")
     p.say(f"  baton audit verify --dir {d}")
     p.say(
-        f"Run the gateway yourself: baton serve --dir {d} (listens on "
-        f"{demo.config.gateway.listen}; expects {CALLEE} at {upstream.url})"
+        f"Run the gateway yourself: baton serve --dir {d} (listens on {gateway.listen}, "
+        f"operators on {gateway.operator_listen}; expects {CALLEE} at {urls[CALLEE]} and "
+        f"{s.upstream} at {urls[s.upstream]})"
+    )
+    p.say(
+        f"Then work the queue as {s.operator}: baton inbox --dir {d} --operator {s.operator} "
+        "list (claim, show, decide ID approve|edit|reject as above)"
+    )
+    p.say(
+        f"Web inbox: coming in issue 6; {s.operator} logs in with the one-time password "
+        "'baton init' printed"
     )
 
 
 def run_demo(root: Path, out: TextIO) -> None:
     """Run the demo on the data folder at ``root``; raise :class:`DemoFailed` on any failure."""
-    with _quiet_logs():
+    with quiet_logs():
         asyncio.run(_run(root, out))

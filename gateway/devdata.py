@@ -20,6 +20,13 @@ Layout (everything under ``<dir>/.baton/`` is git-ignored and private keys are
     <dir>/.baton/operators/<name>/public.jwks       signing + encryption public keys
     <dir>/.baton/operators/<name>/password          scrypt PHC hash of the login      0600
 
+With the default sample agents, ``baton init`` also writes the approval-gate
+sample that ``baton demo`` runs: a certificate and keys for the MCP tool
+server ``payments`` (``.baton/agents/payments/``, an upstream, not a caller),
+the queue ``payments-approvals`` and its operator ``demo-operator``, whose
+one-time web-inbox password ``baton init`` prints once (only its scrypt hash
+is stored, as with ``baton operators add``).
+
 Agent names and the trust domain are validated before anything is written.
 """
 
@@ -29,6 +36,7 @@ import datetime as dt
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -60,11 +68,13 @@ __all__ = [
     "LOGIN_HASH_FILE",
     "OPERATOR_SIGNING_ALG",
     "SAMPLE_AGENTS",
+    "SAMPLE_APPROVALS",
     "AgentMaterial",
     "DataFolder",
     "GatewayMaterial",
     "InitError",
     "OperatorMaterial",
+    "SampleApprovals",
     "init_data_folder",
     "write_operator",
 ]
@@ -73,6 +83,7 @@ __all__ = [
 CARD_SIGNING_FILE: Final = "card-signing.jwks"
 
 SAMPLE_AGENTS: Final = ("support", "billing")
+#: The sample operator's one-time login password, kept for the developer (0600).
 DATA_DIR: Final = ".baton"
 CONFIG_FILE: Final = "baton.toml"
 #: The file holding an operator's local-account login: a scrypt PHC string (keys.passwords).
@@ -84,6 +95,34 @@ OPERATOR_SIGNING_ALG: Final = "ES256"
 
 class InitError(Exception):
     """``baton init`` refused (existing files without ``--force``, bad names)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SampleApprovals:
+    """The approval-gate sample of ``baton init`` (what ``baton demo`` runs).
+
+    ``caller`` may call ``tools`` on the MCP upstream ``upstream``; every call of
+    ``held_tool`` waits for a person on ``queue`` (served by ``operator``).
+    ``small_tool`` refunds up to ``limit`` without approval: the tool server
+    itself refuses more, so the limit cannot be dodged by picking the tool.
+    """
+
+    caller: str = "support"
+    upstream: str = "payments"
+    port: int = 9002
+    queue: str = "payments-approvals"
+    operator: str = "demo-operator"
+    held_tool: str = "refund"
+    small_tool: str = "refund_small"
+    lookup_tool: str = "lookup_order"
+    limit: int = 100
+
+    @property
+    def tools(self) -> tuple[str, ...]:
+        return (self.lookup_tool, self.small_tool, self.held_tool)
+
+
+SAMPLE_APPROVALS: Final = SampleApprovals()
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +251,9 @@ class DataFolder:
         return data.decode("ascii", "replace").strip()
 
 
-def _config_text(trust_domain: str, agents: tuple[str, ...]) -> str:
+def _config_text(trust_domain: str, agents: tuple[str, ...], *, sample: bool = False) -> str:
+    """The ``baton.toml`` of ``baton init``; ``sample`` adds :data:`SAMPLE_APPROVALS`
+    (its caller must be among ``agents``)."""
     lines = [
         "# Baton configuration, written by `baton init`.",
         "# Private keys live in .baton/ (git-ignored, mode 0600). Never commit them.",
@@ -245,7 +286,48 @@ def _config_text(trust_domain: str, agents: tuple[str, ...]) -> str:
             f'upstream = "{callee}"',
             'methods = ["ping", "tools/list", "tools/call", "SendMessage", "GetTask"]',
         ]
+    if sample:
+        lines += _approvals_text(SAMPLE_APPROVALS)
     return "\n".join(lines) + "\n"
+
+
+def _approvals_text(s: SampleApprovals) -> list[str]:
+    tools = ", ".join(f'"{tool}"' for tool in s.tools)
+    return [
+        "",
+        f"# An MCP tool server: {s.caller} looks orders up and refunds. {s.small_tool}",
+        f"# refunds up to {s.limit} (the server refuses more); every {s.held_tool} call waits",
+        "# for a person.",
+        "[[upstreams]]",
+        f'name = "{s.upstream}"',
+        f'url = "https://127.0.0.1:{s.port}"',
+        'protocol = "mcp"',
+        "",
+        "# A queue of handoffs for people; escalate_from lists who may escalate to it.",
+        "[[queues]]",
+        f'name = "{s.queue}"',
+        f'description = "{s.held_tool} calls held by the approval gate"',
+        f'escalate_from = ["{s.caller}"]',
+        "",
+        f"# Keys in .baton/operators/{s.operator}/; 'baton inbox --operator {s.operator}'.",
+        "[[operators]]",
+        f'name = "{s.operator}"',
+        f'queues = ["{s.queue}"]',
+        "",
+        "[[policy.allow]]",
+        f'caller = "{s.caller}"',
+        f'upstream = "{s.upstream}"',
+        'methods = ["initialize", "notifications/initialized", "tools/list", "tools/call"]',
+        f"tools = [{tools}]",
+        "",
+        "# Held until a person approves exactly that call (tool and arguments); then it",
+        "# passes once. A hold never allows anything the rules above do not.",
+        "[[policy.require_approval]]",
+        f'upstream = "{s.upstream}"',
+        f'queue = "{s.queue}"',
+        f'tools = ["{s.held_tool}"]',
+        f'reason = "refunds over {s.limit} need a person\'s approval"',
+    ]
 
 
 def write_agent(
@@ -314,14 +396,24 @@ def init_data_folder(
     force: bool,
     now: dt.datetime,
     agents: tuple[str, ...] = SAMPLE_AGENTS,
+    approvals: bool | None = None,
+    on_password: Callable[[str, str], None] | None = None,
 ) -> DataFolder:
     """Create config, dev CA, gateway keys and sample agents under ``root``.
 
+    ``approvals`` (default: exactly when ``agents`` are :data:`SAMPLE_AGENTS`)
+    adds the approval-gate sample (:data:`SAMPLE_APPROVALS`): the tool
+    server's certificate, the operator's keys and login (its one-time password
+    is handed to ``on_password(operator, password)`` and kept nowhere), and
+    their tables in ``baton.toml``; its caller must be among ``agents``.
     Refuses to overwrite an existing config or data folder unless ``force``.
     """
     validate_trust_domain(trust_domain)
     for name in agents:
         validate_name(name)
+    sample = agents == SAMPLE_AGENTS if approvals is None else approvals
+    if sample and SAMPLE_APPROVALS.caller not in agents:
+        raise InitError(f"the approval sample needs agent {SAMPLE_APPROVALS.caller!r}")
     folder = DataFolder(root)
     existing = [p for p in (folder.config, folder.data) if p.exists()]
     if existing and not force:
@@ -358,5 +450,12 @@ def init_data_folder(
     generate_store_key_file(folder.store_key)
     for name in agents:
         write_agent(folder, ca, name, now=now)
-    folder.config.write_text(_config_text(trust_domain, agents), encoding="utf-8")
+    if sample:
+        s = SAMPLE_APPROVALS
+        if s.upstream not in agents:
+            write_agent(folder, ca, s.upstream, now=now)
+        password = write_operator(folder, s.operator, now=now)
+        if on_password is not None:
+            on_password(s.operator, password)
+    folder.config.write_text(_config_text(trust_domain, agents, sample=sample), encoding="utf-8")
     return folder

@@ -14,6 +14,7 @@ import pytest
 
 from gateway.cli import main
 from keys.files import load_private_jwks
+from keys.passwords import verify_password
 
 
 @pytest.fixture
@@ -46,6 +47,22 @@ def test_init_layout_and_permissions(home: Path) -> None:
         assert _mode(path) == 0o600, path
     for path in (data / "gateway" / "jwks.json", data / "agents" / "support" / "public.jwks"):
         assert b'"d"' not in path.read_bytes()
+
+
+def test_init_prints_the_sample_operators_password_once_and_keeps_only_its_hash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["init", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    match = re.search(r"^  password      (\S+)$", out, re.MULTILINE)
+    assert match is not None, out
+    password = match.group(1)
+    stored = (tmp_path / ".baton" / "operators" / "demo-operator" / "password").read_text()
+    assert verify_password(password, stored.strip())
+    for path in (tmp_path / ".baton").rglob("*"):
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), path
+    assert password not in (tmp_path / "baton.toml").read_text()
 
 
 def test_init_refuses_to_overwrite(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,15 +196,25 @@ def test_demo_runs_the_real_data_plane(home: Path, capsys: pytest.CaptureFixture
         _found(rf"^ ?{step}\. attack: {re.escape(attack)} +-> refused: {status} {code}$", out)
     _found(r"^15\. attack: TLS client without a certificate +-> refused in the TLS handshake", out)
     _found(r"^    billing received 1 request in all: none of the attacks$", out)
+    bundle = _check_refund_lines(home, out)
     # The conversation verified and traced from the SQLite store; then the pointers.
     _found(rf"^transcript verify {conversation}: ok, 2 entries, head sha256:[0-9a-f]{{64}}$", out)
-    assert _found(r"^audit verify: ok, (\d+) events", out) == "7"
+    _found(r"^transcript verify refund-[0-9a-f]{12}: ok, 15 entries, head sha256:", out)
+    assert _found(r"^audit verify: ok, (\d+) events", out) == "22"
     _found(rf"^ +0 .*{SUPPORT} +spiffe://baton.local/agent/billing +request +SendMessage", out)
     _found(r"^ +1 .* response +SendMessage +200 +\d+ ms no$", out)
     assert str(home / ".baton" / "baton.db") in out
     for command in (f"baton trace {conversation}", "baton audit verify", "baton serve"):
         assert f"{command} --dir {home}" in out
     assert (home / "baton.toml").read_bytes() == config, "the user's config is never rewritten"
+    _found(r"^Web inbox: coming in issue 6; demo-operator logs in with the one-time password", out)
+
+    # The export the demo wrote verifies offline, with nothing running.
+    export = home / ".baton" / "exports" / f"{bundle}.json"
+    key = home / ".baton" / "operators" / "demo-operator" / "encryption.jwks"
+    argv = ["verify", str(export), "--operator-key", str(key), "--dir", str(home)]
+    assert main([*argv, "--expect-queue", "payments-approvals"]) == 0
+    assert "queued -> claimed -> decided -> delivered -> acknowledged" in capsys.readouterr().out
 
     # The commands the demo points at see the same store.
     assert main(["transcript", "verify", conversation, "--dir", str(home)]) == 0
@@ -200,8 +227,62 @@ def test_demo_runs_the_real_data_plane(home: Path, capsys: pytest.CaptureFixture
     assert _found(r"^  conversation (demo-\S+)$", again) != conversation
     nonce = r"nonce (\S+) in the store"
     assert _found(nonce, again) != _found(nonce, out)
-    assert _found(r"^audit verify: ok, (\d+) events", again) == "14"
+    assert _found(r"^audit verify: ok, (\d+) events", again) == "44"
+    # A new order, so a new handoff: the first one stays acknowledged and is not listed.
+    assert _found(r"^    handoff (hb_g\S+) in queue", again) != bundle
+    assert bundle not in again
     assert main(["audit", "verify", "--dir", str(home)]) == 0
+
+
+def _check_refund_lines(home: Path, out: str) -> str:
+    """The approval-gated refund's lines; the handoff's id."""
+    _found(r"^16\. MCP session with payments \(2025-11-25\): initialize and notifications", out)
+    _found(
+        r"^17\. tools/list: support sees lookup_order, refund_small, refund; .*close_account", out
+    )
+    order = _found(r"^18\. lookup_order (A-[0-9A-F]{6}) -> 'order A-", out)
+    _found(rf"^19\. refund of 40 EUR: .* refund_small, .* -> 'refunded 40 EUR on {order}'$", out)
+    _found(r"^20\. refund_small of 250 EUR .* refused by payments itself", out)
+    _found(r"^21\. refund of 250 EUR: over 100, .* -> held: 403 approval_required$", out)
+    bundle = _found(r"^    handoff (hb_g[0-9a-f]{40}) in queue payments-approvals \(queued\)$", out)
+    _found(r"^    error\.data\.baton = \{\"handoff\": \"hb_g", out)
+    _found(r"^22\. payments received no refund call: the call waits in the gateway$", out)
+    # The operator's CLI, run by the demo: what it printed, and what it was asked.
+    inbox = rf"^  \$ baton inbox --dir {re.escape(str(home))} --operator demo-operator "
+    _found(inbox + "list --status queued$", out)
+    _found(rf"^      {bundle}  payments-approvals  queued ", out)
+    _found(inbox + f"claim {bundle}$", out)
+    _found(rf"^      {bundle}: claimed by operator:demo-operator until ", out)
+    _found(inbox + f"show {bundle}$", out)
+    _found(r"^        action      tool_call payments/refund$", out)
+    _found(rf'^        arguments   \{{"amount": 250, "order": "{order}"\}}$', out)
+    _found(inbox + f"decide {bundle} approve$", out)
+    _found(
+        rf"^      {bundle}: approve recorded \(decided\), signed by operator:demo-operator$", out
+    )
+    # Passed once after the approval; a repeat is refused; the record verifies offline.
+    _found(
+        rf"^23\. approved: it passed -> 'refunded 250 EUR on {order}'; payments received it once$",
+        out,
+    )
+    _found(r"^24\. a second retry is refused: 403 approval_refused .* still received it once$", out)
+    _found(rf"^      {bundle}: ok \(handoff export, bundle version 1\)$", out)
+    _found(r"^        lifecycle  queued -> claimed -> decided -> delivered -> acknowledged ", out)
+    _found(r"^        decision   approve by operator:demo-operator \(key ", out)
+    assert "(web inbox: coming in issue 6)" in out
+    return bundle
+
+
+def test_demo_needs_the_approval_sample(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = home / "baton.toml"
+    text = config.read_text()
+    config.write_text(text[: text.index("# Held until a person approves")])
+    assert main(["check-config", "--dir", str(home)]) == 0  # a valid file, without the hold
+    assert main(["demo", str(home)]) == 1
+    captured = capsys.readouterr()
+    assert "needs the approval sample of 'baton init'" in captured.err
+    assert f"'baton init --force {home}'" in captured.err
+    assert "attack:" not in captured.out  # checked before anything starts
 
 
 def test_demo_fails_with_the_reason_when_an_attack_gets_through(

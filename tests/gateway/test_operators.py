@@ -13,7 +13,13 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import ConfigError, load
-from gateway.devdata import LOGIN_HASH_FILE, DataFolder, InitError, write_operator
+from gateway.devdata import (
+    LOGIN_HASH_FILE,
+    DataFolder,
+    InitError,
+    init_data_folder,
+    write_operator,
+)
 from gateway.runtime import load_runtime
 from keys.errors import InsecureKeyFile
 from keys.files import load_jwks
@@ -37,7 +43,11 @@ from protocol.handoff import HandoffRequest
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
-    assert main(["init", str(tmp_path)]) == 0
+    """A ``baton init`` folder without its approval sample: no queues, no operators."""
+    init_data_folder(
+        tmp_path, trust_domain="baton.local", force=False, now=dt.datetime.now(dt.UTC),
+        approvals=False,
+    )  # fmt: skip
     return tmp_path
 
 
