@@ -199,3 +199,21 @@ async def test_a_handoff_flood_is_rate_limited(tmp_path: Path) -> None:
         assert answers[statuses.index(429)].headers.get("retry-after"), "no Retry-After"
         created = len(await fleet.stores.inbox.list("refunds"))
         assert created == statuses.count(200) < 8
+
+
+async def test_two_agents_escalating_one_query_get_one_handoff(fleet: Fleet) -> None:
+    """Several participants of one conversation fire the same handoff: handled once."""
+    await _conversation(fleet, "ctx-h5")
+    async with fleet.httpx_client("other") as http:
+        card = await fetch_card(http, fleet.a2a_url)
+        await send_text(http, card, "me too", binding=JSONRPC, context_id="ctx-h5")
+    answers = await asyncio.gather(
+        *(_escalate(fleet, agent, "query-5", "ctx-h5") for agent in ("support", "other") * 3)
+    )
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    ids = {a.json()["result"]["task"]["id"] for a in answers}
+    assert len(ids) == 1
+    [record] = await fleet.stores.inbox.list("refunds")
+    assert record.bundle_id in ids and len(await fleet.stores.inbox.events(record.bundle_id)) == 1
+    created = [e for e in await fleet.audit_events() if e.event == "handoff.created"]
+    assert len(created) == 1
