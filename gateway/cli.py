@@ -62,6 +62,8 @@ from gateway.inbox_client import (
     decision_body,
     export,
     load_client_config,
+)
+from gateway.inbox_render import (
     render_claim,
     render_decided,
     render_list,

@@ -23,7 +23,8 @@ import httpx
 import pytest
 
 from gateway.cli import main
-from gateway.inbox_client import API_PATH, safe_text
+from gateway.inbox_client import API_PATH
+from gateway.inbox_render import safe_text
 from protocol.canonical import canonical_digest
 from protocol.operator import COMMAND_MEDIA_TYPE, make_command_at, sign_command
 from tests.interop.a2a_peers import JSONRPC, fetch_card, send_text
