@@ -75,6 +75,9 @@ _OPEN: Final = frozenset({"queued", "claimed"})
 _OUTCOMES: Final = frozenset({"decided", "expired", "cancelled"})
 #: A subscription outlives the handoff's deadline by this much, for the expiry.
 _SUBSCRIBE_GRACE_S: Final = 30.0
+#: The longest one subscription stream stays open; the agent subscribes again
+#: (or polls ``GetTask``) after it ends, so idle streams cannot pile up for days.
+_MAX_SUBSCRIPTION_S: Final = 3600.0
 #: Inbox status -> A2A v1.0 task state (s4.1.3). A handoff is work in progress
 #: until a person decided; an expiry or cancellation ends it (fail closed).
 TASK_STATES: Final = {
@@ -358,7 +361,7 @@ class Inbox:
         """``SubscribeToTask`` (A2A v1.0 s3.1.6) as server-sent events: the task
         first, then an ``artifactUpdate`` with the signed decision and a
         ``statusUpdate`` for every change, until the handoff is final (decided,
-        expired, cancelled) or past its deadline. Woken at once by changes in
+        expired, cancelled), past its deadline, or an hour has passed. Woken at once by changes in
         this process; another gateway's change is read at the next poll."""
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
@@ -374,7 +377,9 @@ class Inbox:
         handoffs = self._handoffs
         await send({"task": await self._task(record)})
         shown_status, shown_decision = record.status, record.decision is not None
-        deadline = record.resolve_by + _SUBSCRIBE_GRACE_S
+        deadline = min(
+            record.resolve_by + _SUBSCRIBE_GRACE_S, handoffs.gateway.clock() + _MAX_SUBSCRIPTION_S
+        )
         while record.status in _OPEN and handoffs.gateway.clock() < deadline:
             await handoffs.wait_for_change(record.bundle_id, timeout_s=handoffs.poll_s)
             record = await handoffs.get(record.bundle_id, record.queue)
