@@ -21,8 +21,10 @@ Timed, ``--runs`` times each (default 30), median and p95 in milliseconds:
   reveal-set JWE);
 * **build + seal**: both, what the inbox does per escalation;
 * **open**: :func:`protocol.bundle.open_bundle` (decrypt, verify the JWS,
-  parse, one JCS pass for the canonical-form check and every digest, then
-  integrity: chain, content and body digests, agent views, masked paths);
+  validate, one JCS pass for the canonical-form check and every digest, which
+  lets the strict JSON parse be skipped for a canonical payload (its depth
+  check still runs), then integrity: chain, content and body digests, agent
+  views, masked paths);
 * **verify export**: :func:`gateway.verify.verify_artifact` on an export file
   with its five lifecycle events and the decision (what ``baton verify``
   runs after reading the file);
@@ -69,6 +71,7 @@ from protocol.bundle import (
     BUNDLE_JWS_TYP,
     MAX_BUNDLE_BYTES,
     HandoffBundle,
+    _parse_canonical,
     _Parts,
     build_bundle,
     open_bundle,
@@ -438,6 +441,13 @@ def run(entries: int, runs: int) -> tuple[list[Row], dict[str, Any]]:
         lambda: HandoffBundle.parse(payload, max_bytes=MAX_BUNDLE_BYTES),
         baseline="json.loads",
         baseline_ms=loads,
+    )
+    bench.time(
+        "component",
+        "parse + canonical-form check, as open runs it (strict parse skipped)",
+        lambda: _parse_canonical(payload),
+        baseline="json.loads + JCS",
+        baseline_ms=loads + jcs,
     )
     bench.time(
         "component",

@@ -11,17 +11,37 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
+from typing import Final
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from keys.errors import MalformedInput
 
 __all__ = ["b64decode_std", "b64encode_std", "b64url_decode", "b64url_encode"]
 
-_B64URL = re.compile(r"[A-Za-z0-9_-]*\Z")
+_URL_SAFE = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_STANDARD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+#: For ``bytes.translate``: the URL-safe alphabet to the standard one, value
+#: for value, and every other byte (``+``, ``/``, ``=``, whitespace...) to
+#: ``!``, which is in neither. One C-level pass both checks the alphabet and
+#: prepares the input for ``binascii`` (a regular expression took 2 ms on a
+#: 1.9 MB JWS payload, and the decoder's own translation another pass).
+_TO_STANDARD = bytes(_STANDARD[_URL_SAFE.index(c)] if c in _URL_SAFE else 0x21 for c in range(256))
+_OUTSIDE = b"!"
 # Characters whose 6-bit value has its low 4 (resp. 2) bits clear: the only
 # legal final characters when the length is 2 (resp. 3) mod 4.
-_LAST_OF_2 = frozenset("AQgw")
-_LAST_OF_3 = frozenset("AEIMQUYcgkosw048")
+_LAST_OF_2 = frozenset(b"AQgw")
+_LAST_OF_3 = frozenset(b"AEIMQUYcgkosw048")
+_PADDING = (b"", b"", b"==", b"=")  # by length mod 4
+#: From this length, a string that passed every check here is decoded by
+#: pydantic-core (Rust; a dependency through pydantic): it takes base64url
+#: without padding as it is, so the alphabet check need not build a
+#: translated copy (a bundle's 1.9 MB JWS payload: 3.7 ms instead of 6.5 ms,
+#: most of the difference the page faults of the copies). Any correct
+#: decoder gives the same bytes for the canonical strings that get there; the
+#: tests compare it with binascii at every length.
+_RUST_FROM: Final = 1 << 16
+_BASE64_JSON: Final = TypeAdapter(bytes, config=ConfigDict(val_json_bytes="base64"))
 
 
 def b64url_encode(data: bytes) -> str:
@@ -34,14 +54,17 @@ def b64url_decode(text: str | bytes, *, max_len: int | None = None) -> bytes:
 
     ``max_len`` caps the *encoded* length and is checked before any work.
     """
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("ascii")
-        except UnicodeDecodeError:
-            raise MalformedInput("base64url: non-ASCII input") from None
+    if isinstance(text, bytes) and not text.isascii():
+        raise MalformedInput("base64url: non-ASCII input")
     if max_len is not None and len(text) > max_len:
         raise MalformedInput("base64url: input over size cap")
-    if not _B64URL.match(text):
+    if isinstance(text, str):
+        if not text.isascii():
+            raise MalformedInput("base64url: character outside the URL-safe alphabet")
+        text = text.encode("ascii")
+    large = len(text) >= _RUST_FROM
+    standard = b"" if large else text.translate(_TO_STANDARD)
+    if text.translate(None, _URL_SAFE) if large else _OUTSIDE in standard:
         raise MalformedInput("base64url: character outside the URL-safe alphabet")
     rem = len(text) % 4
     if rem == 1:
@@ -50,7 +73,16 @@ def b64url_decode(text: str | bytes, *, max_len: int | None = None) -> bytes:
         raise MalformedInput("base64url: non-zero trailing bits")
     if rem == 3 and text[-1] not in _LAST_OF_3:
         raise MalformedInput("base64url: non-zero trailing bits")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if large:
+        try:
+            decoded: bytes = _BASE64_JSON.validate_json(b"".join((b'"', text, b'"')))
+        except ValidationError:  # pragma: no cover - canonical base64url by now
+            standard = text.translate(_TO_STANDARD)
+        else:
+            return decoded
+    # Every character is in the alphabet and the padding is the one it
+    # needs: binascii decodes this without complaint (strict mode or not).
+    return binascii.a2b_base64(standard + _PADDING[rem] if rem else standard)
 
 
 def b64encode_std(data: bytes) -> str:

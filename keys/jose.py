@@ -1,8 +1,9 @@
 """Strict JWS and JWE over joserfc.
 
-joserfc does the cryptography (RFC 7515 s5, RFC 7516 s5, RFC 7518 s4.6 and
-s5.3); this module decides what is *allowed* before any of it runs. Every
-inbound object passes these checks first, in this order:
+joserfc does the JWE cryptography (RFC 7516 s5, RFC 7518 s4.6 and s5.3), the
+pinned key's primitive (``keys/material.py``) the JWS signature (RFC 7515 s5);
+this module decides what is *allowed* before any of it runs. Every inbound
+object passes these checks first, in this order:
 
 1. size caps on the whole object and on each part (threat X08);
 2. strict base64url for every segment: no padding, no ``+``/``/``, no
@@ -21,7 +22,8 @@ Every JWE failure raises :class:`InvalidEnvelope` with one generic message
 
 Once steps 1-6 pass, a JWS signature is checked by the pinned key's primitive
 on the exact signing input (RFC 7515 s5.2 step 8); handing the already parsed
-object back to joserfc would only parse it a second time.
+object back to joserfc would only parse it a second time. JWS are signed the
+same way, by the key's primitive, byte for byte as joserfc would write them.
 
 Supported shapes: JWS compact and general JSON; JWE general JSON (what we
 emit: one recipient entry per key, ``ECDH-ES+A256KW`` + ``A256GCM``, which
@@ -30,15 +32,15 @@ browsers' WebCrypto can open) and, for interoperability tests, compact JWE.
 
 from __future__ import annotations
 
+import binascii
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
-from joserfc import jwe, jws
+from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwe import FlattenedJSONSerialization, GeneralJSONEncryption, JWERegistry
-from joserfc.jws import JWSRegistry
 
 from keys import strictjson
 from keys.b64 import b64url_decode, b64url_encode
@@ -63,7 +65,6 @@ from keys.material import (
     CONTENT_ENCRYPTION,
     ENCRYPTION_ALG,
     REGISTERED_SIGNATURE_ALGS,
-    SIGNING_ALGS,
     PrivateKey,
     PublicKey,
     validate_p256_point,
@@ -80,6 +81,7 @@ __all__ = [
     "parse_json_object",
     "recipient_key",
     "sign_compact",
+    "sign_compact_bytes",
     "sign_general",
     "verify_compact",
     "verify_general",
@@ -97,8 +99,6 @@ _JWE_PROTECTED_ALLOWED: Final = frozenset({"enc", "typ", "cty"})
 _JWE_RECIPIENT_ALLOWED: Final = frozenset({"alg", "kid", "epk"})
 _JWE_COMPACT_ALLOWED: Final = _JWE_PROTECTED_ALLOWED | _JWE_RECIPIENT_ALLOWED
 _EPK_MEMBERS: Final = frozenset({"kty", "crv", "x", "y"})
-
-_JWS_REGISTRIES: Final = {alg: JWSRegistry(algorithms=[alg]) for alg in SIGNING_ALGS}
 
 
 def _jwe_registry(max_ciphertext: int) -> JWERegistry:
@@ -141,6 +141,17 @@ def _as_text(value: str | bytes, max_bytes: int, error: type[KeysError]) -> str:
     return value
 
 
+def _as_ascii(value: str | bytes, max_bytes: int, error: type[KeysError]) -> bytes:
+    """:func:`_as_text` for an ASCII token, as bytes."""
+    if len(value) > max_bytes:
+        raise TooLarge(f"JOSE object of {len(value)} bytes exceeds cap {max_bytes}")
+    if isinstance(value, str):
+        return value.encode("ascii")
+    if not value.isascii():
+        raise error("JOSE object is not ASCII")
+    return value
+
+
 def _decode_header(segment: str, error: type[KeysError]) -> dict[str, Any]:
     try:
         raw = b64url_decode(segment, max_len=MAX_HEADER_B64)
@@ -152,6 +163,10 @@ def _decode_header(segment: str, error: type[KeysError]) -> dict[str, Any]:
 def _decode_segment(segment: object, name: str, error: type[KeysError], max_len: int) -> bytes:
     if not isinstance(segment, str):
         raise error(f"{name}: not a string")
+    return _decode_b64(segment, name, error, max_len)
+
+
+def _decode_b64(segment: str | bytes, name: str, error: type[KeysError], max_len: int) -> bytes:
     try:
         return b64url_decode(segment, max_len=max_len)
     except MalformedInput as exc:
@@ -221,8 +236,33 @@ def _header_for(key: PrivateKey, typ: str, cty: str | None) -> dict[str, str]:
 
 def sign_compact(payload: bytes, key: PrivateKey, *, typ: str, cty: str | None = None) -> str:
     """JWS compact serialization (RFC 7515 s7.1) with ``alg``, ``kid``, ``typ``."""
-    header = _header_for(key, typ, cty)
-    return jws.serialize_compact(header, payload, key.jose_key, registry=_JWS_REGISTRIES[key.alg])
+    return sign_compact_bytes(payload, key, typ=typ, cty=cty).decode("ascii")
+
+
+#: For ``bytes.translate``: the standard base64 alphabet to the URL-safe one.
+_TO_URL_SAFE: Final = bytes.maketrans(b"+/", b"-_")
+
+
+def sign_compact_bytes(
+    payload: bytes, key: PrivateKey, *, typ: str, cty: str | None = None
+) -> bytes:
+    """:func:`sign_compact` as ASCII bytes, for a caller that encrypts the
+    token next (``protocol/bundle.py``).
+
+    The bytes joserfc's ``serialize_compact`` writes (the tests compare):
+    the header as compact JSON, base64url without padding, the signature by
+    the key's primitive (as :func:`sign_general` makes it), built in as few
+    copies of the payload as it takes (a bundle payload is megabytes, and
+    each copy costs its page faults): its base64, the signing input, the
+    token.
+    """
+    header_b64 = b64url_encode(_compact_json(_header_for(key, typ, cty))).encode("ascii")
+    encoded = binascii.b2a_base64(payload, newline=False)
+    # The header is base64url already; "." and it are left as they are, and
+    # "=" occurs only as the payload's padding.
+    signing_input = b"".join((header_b64, b".", encoded)).translate(_TO_URL_SAFE, b"=")
+    signature = b64url_encode(key.sign(signing_input)).encode("ascii")
+    return b"".join((signing_input, b".", signature))
 
 
 def verify_compact(
@@ -237,18 +277,58 @@ def verify_compact(
     ``typ=None`` skips the type check; only use it where the caller checks
     the type itself (vector tests).
     """
-    text = _as_text(token, max_bytes, MalformedJws)
-    parts = text.split(".")
-    if len(parts) != 3:
-        raise MalformedJws(f"compact JWS has {len(parts)} segments, expected 3")
-    header_b64, payload_b64, signature_b64 = parts
+    if isinstance(token, str) and not token.isascii():
+        # Refused below, by whichever segment holds the character.
+        text = _as_text(token, max_bytes, MalformedJws)
+        parts = text.split(".")
+        if len(parts) != 3:
+            raise MalformedJws(f"compact JWS has {len(parts)} segments, expected 3")
+        header_b64, payload_b64, signature_b64 = parts
+        return _verify_segments(
+            header_b64,
+            payload_b64,
+            signature_b64,
+            lambda: f"{header_b64}.{payload_b64}".encode("ascii"),
+            keys,
+            typ=typ,
+            max_bytes=max_bytes,
+        )
+    # ASCII: as bytes, cut at the dots, so that a bundle's megabytes are not
+    # copied into a str, three segments and a rebuilt signing input.
+    data = _as_ascii(token, max_bytes, MalformedJws)
+    dots = data.count(b".")
+    if dots != 2:
+        raise MalformedJws(f"compact JWS has {dots + 1} segments, expected 3")
+    first, last = data.index(b"."), data.rindex(b".")
+    return _verify_segments(
+        data[:first].decode("ascii"),
+        data[first + 1 : last],
+        data[last + 1 :],
+        lambda: data[:last],  # the signing input, as it travelled
+        keys,
+        typ=typ,
+        max_bytes=max_bytes,
+    )
+
+
+def _verify_segments(
+    header_b64: str,
+    payload_b64: str | bytes,
+    signature_b64: str | bytes,
+    signing_input: Callable[[], bytes],
+    keys: KeySet,
+    *,
+    typ: str | None,
+    max_bytes: int,
+) -> VerifiedJws:
+    """Steps 2-6 of the module docstring and the signature, in that order."""
     header = _decode_header(header_b64, MalformedJws)
     check_header_names(header, _JWS_ALLOWED)
     key = _pinned_key(header, keys)
     _check_typ(header, typ)
-    payload = _decode_segment(payload_b64, "payload", MalformedJws, max_bytes)
-    signature = _decode_segment(signature_b64, "signature", MalformedJws, _MAX_SIG_B64)
-    if not key.verify(signature, f"{header_b64}.{payload_b64}".encode("ascii")):
+    payload = _decode_b64(payload_b64, "payload", MalformedJws, max_bytes)
+    signature = _decode_b64(signature_b64, "signature", MalformedJws, _MAX_SIG_B64)
+    if not key.verify(signature, signing_input()):
         raise BadSignature("JWS signature does not verify")
     return VerifiedJws(payload=payload, header=header, key=key)
 

@@ -13,8 +13,10 @@ data and for a proxy that must see what the upstream sees:
 Cost (``bench/RESULTS.md``): 87 us for a 4 KiB JSON-RPC message against 24 us
 for ``json.loads``, 10.6 ms against 3.4 ms at 256 KiB. The duplicate check is
 one dict build per object in a Python hook; the depth check strips strings and
-peels bracket levels with C-level regex and ``str.translate`` calls, and is
-skipped when the text has no more opening brackets than the limit.
+peels bracket levels with C-level ``bytes.translate``/``replace`` calls (and a
+regular expression where there are escapes), and is skipped when the text has
+no more opening brackets than the limit. :func:`nesting_exceeds` is that check
+on its own, for callers that can show the rest of the parse would pass.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from keys.errors import MalformedInput, TooDeep, TooLarge
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_DEPTH", "loads", "loads_object"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_DEPTH", "loads", "loads_object", "nesting_exceeds"]
 
 DEFAULT_MAX_BYTES = 1 << 20
 DEFAULT_MAX_DEPTH = 64
@@ -38,8 +41,14 @@ _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _SIMPLE_STRING = re.compile(rb'"[^"]*"')
 # Every byte but quotes and brackets, for bytes.translate(None, delete).
 _NOT_QUOTE_OR_BRACKET = bytes(code for code in range(256) if chr(code) not in '"[]{}')
-_INNERMOST = re.compile(rb"\[\]|\{\}")
+# Brackets as parentheses: once strings are gone, what is left nests exactly
+# as the brackets did (the text parsed, so kinds match), and one
+# ``replace(b"()", b"")`` per round peels exactly one level.
+_BRACKETS_AS_PARENS = bytes.maketrans(b"[{]}", b"(())")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+#: From this many characters, brackets are counted on the skeleton (one pass
+#: over the text) rather than with two ``str.count`` calls.
+_LARGE = 1 << 16
 
 
 class _Duplicate(ValueError):
@@ -79,7 +88,7 @@ def _depth_exceeds(text: str, max_depth: int, data: bytes | None = None) -> bool
     brackets balance (``data``: the same text as UTF-8, when the caller has
     it). Text with no more opening brackets than ``max_depth`` skips all of
     this. Otherwise: drop escapes, keep only quotes and brackets, drop the
-    strings, then peel one level of ``[]``/``{}`` per round.
+    strings, then peel one level of brackets per round.
 
     Dropping the strings: with escapes gone, quotes alternate open/close.
     Deleting two adjacent quotes (``""``, nothing between them once all else
@@ -88,19 +97,42 @@ def _depth_exceeds(text: str, max_depth: int, data: bytes | None = None) -> bool
     ``"[^"]*"`` pairs the remaining quotes in order and removes what is inside.
     Most strings hold no brackets and go in the C-level ``replace``.
     """
-    if text.count("[") + text.count("{") <= max_depth:
+    if len(text) < _LARGE and text.count("[") + text.count("{") <= max_depth:
         return False
-    raw = data if data is not None else text.encode("utf-8", "surrogatepass")
-    skeleton = _ESCAPE.sub(b"", raw).translate(None, _NOT_QUOTE_OR_BRACKET)
-    brackets = _SIMPLE_STRING.sub(b"", skeleton.replace(b'""', b""))
+    if data is None:
+        data = text.encode("utf-8", "surrogatepass")
+    return _bytes_nesting_exceeds(data, max_depth)
+
+
+def _bytes_nesting_exceeds(raw: bytes, max_depth: int) -> bool:
+    """:func:`_depth_exceeds` on UTF-8 bytes (the bracket count is taken on
+    the skeleton: one pass over the text, not two)."""
+    if b"\\" in raw:  # a memchr; the regular expression scans much slower
+        raw = _ESCAPE.sub(b"", raw)
+    skeleton = raw.translate(None, _NOT_QUOTE_OR_BRACKET)
+    if skeleton.count(b"[") + skeleton.count(b"{") <= max_depth:
+        return False
+    brackets = _SIMPLE_STRING.sub(b"", skeleton.replace(b'""', b"")).translate(_BRACKETS_AS_PARENS)
     for _ in range(max_depth):
         if not brackets:
             return False
-        # One pass removes exactly one level: re.sub does not rescan what it
-        # produced, so "{[]}" becomes "{}", not "" (two chained str.replace
-        # calls would peel an array and its enclosing object in one round).
-        brackets = _INNERMOST.sub(b"", brackets)
+        # One pass removes exactly one level: bytes.replace does not rescan
+        # what it produced, so "(())" becomes "()", not "" (with two kinds
+        # of bracket, two chained replace calls would peel an array and its
+        # enclosing object in one round: hence the single kind).
+        brackets = brackets.replace(b"()", b"")
     return bool(brackets)
+
+
+def nesting_exceeds(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> bool:
+    """True when the brackets of ``data`` nest deeper than ``max_depth``,
+    exactly as :func:`loads` decides it (its :class:`TooDeep`).
+
+    Precondition: ``data`` is a JSON text (UTF-8) that :func:`loads` parses,
+    or would but for its depth. For callers that have established this
+    otherwise and skip the parse (``protocol/bundle.py``: a payload that is
+    the canonical form of what it validated to)."""
+    return _bytes_nesting_exceeds(data, max_depth)
 
 
 def loads(
@@ -124,19 +156,29 @@ def loads(
             raise MalformedInput("JSON text is not valid UTF-8") from exc
     else:
         text = data
+    # Whitespace is looked for only where there is some (a regular
+    # expression call per side costs more than many a small message's parse).
+    start = _skip_ws(text, 0) if text[:1] in _WHITESPACE else 0
     try:
-        value, end = _DECODER.raw_decode(text, _skip_ws(text, 0))
+        # JSONDecoder.raw_decode, without its Python frame.
+        value, end = _SCAN(text, start)
+    except StopIteration as err:
+        raise MalformedInput(
+            f"invalid JSON: {json.JSONDecodeError('Expecting value', text, err.value)}"
+        ) from None
     except RecursionError as exc:
         raise TooDeep("JSON nesting exceeds the parser's recursion limit") from exc
     except _Duplicate as exc:
         raise MalformedInput("duplicate object member name") from exc
     except ValueError as exc:
         raise MalformedInput(f"invalid JSON: {exc}") from exc
-    if _skip_ws(text, end) != len(text):
+    if end != len(text) and _skip_ws(text, end) != len(text):
         raise MalformedInput("trailing data after JSON text")
-    if _depth_exceeds(text, max_depth, data if isinstance(data, bytes) else None):
+    if (len(text) >= _LARGE or text.count("[") + text.count("{") > max_depth) and _depth_exceeds(
+        text, max_depth, data if isinstance(data, bytes) else None
+    ):
         raise TooDeep(f"JSON nesting exceeds {max_depth}")
-    if _SURROGATE_ESCAPE.search(text):
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):  # a fast search first
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as exc:
@@ -158,6 +200,9 @@ def loads_object(
 
 
 _WS = re.compile(r"[ \t\n\r]*")
+_WHITESPACE = " \t\n\r"
+#: What JSONDecoder.raw_decode calls (set by JSONDecoder.__init__; not in the stubs).
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def _skip_ws(text: str, pos: int) -> int:

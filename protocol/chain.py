@@ -138,23 +138,26 @@ def verify_links(
     * a final head other than ``expected_head``: :class:`HeadMismatch`
       (truncated, H03).
     """
-    head = start
     if hashes is not None:
         records = list(records)
         if len(hashes) != len(records):
             raise InvalidArtifact("one recomputed hash per chained record is required")
+    # The head so far as two locals (``record.head`` would build a ChainHead
+    # per record): ``seq``, and ``last``, the hash the next ``prev`` must be.
+    seq, last = start.seq, start.hash
     for index, record in enumerate(records):
         key = record.chain_key
         if scope is not None and key is not None and getattr(record, key) != scope:
             raise ChainBreak(f"record {record.seq} belongs to another chain")
-        if record.seq != head.next_seq:
-            raise SeqViolation(f"seq {record.seq} where {head.next_seq} was expected")
-        if record.prev != head.hash:
+        if record.seq != seq + 1:
+            raise SeqViolation(f"seq {record.seq} where {seq + 1} was expected")
+        if record.prev != last:
             raise ChainBreak(f"record {record.seq}: prev does not match the previous hash")
         recomputed = record.compute_hash() if hashes is None else hashes[index]
         if recomputed != record.hash:
             raise ChainBreak(f"record {record.seq}: content does not match its hash")
-        head = record.head
+        seq, last = record.seq, record.hash
+    head = ChainHead(seq, last)
     if expected_head is not None and head != expected_head:
         raise HeadMismatch(
             f"chain ends at seq {head.seq}, expected seq {expected_head.seq} "

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from keys.b64 import b64url_decode, b64url_encode
 from keys.errors import MalformedInput
-from protocol.canonical import DIGEST_PREFIX, canonical_json
+from protocol.canonical import DIGEST_PREFIX, canonical_json, canonical_string
 from protocol.errors import DigestInvalid, InvalidArtifact
 from protocol.model import BatonModel, Digest, JsonData, JsonPointer, ShortText
 
@@ -71,15 +71,25 @@ class RevealSet(BatonModel):
 
 def commitment(salt: bytes, value: JsonData) -> str:
     """``sha256:<hex>`` of ``salt || JCS(value)``."""
-    return DIGEST_PREFIX + hashlib.sha256(salt + canonical_json(value)).hexdigest()
+    data = canonical_string(value) if type(value) is str else canonical_json(value)
+    return DIGEST_PREFIX + hashlib.sha256(salt + data).hexdigest()
 
 
 def _unescape(segment: str) -> str:
+    if "~" not in segment:
+        return segment
     return segment.replace("~1", "/").replace("~0", "~")
 
 
 def _escape(segment: str) -> str:
+    if "~" not in segment and "/" not in segment:
+        return segment
     return segment.replace("~", "~0").replace("/", "~1")
+
+
+def _is_index(segment: str) -> bool:
+    """An array index as :func:`_children` reads one."""
+    return segment.isdigit() and (segment == "0" or not segment.startswith("0"))
 
 
 def _split(pointer: str) -> list[str]:
@@ -109,40 +119,70 @@ def _children(node: Any, segment: str) -> Iterator[tuple[str, Any]]:
 
 def resolve(document: Any, pointer: str) -> list[tuple[str, Any]]:
     """Every ``(concrete pointer, value)`` that ``pointer`` (with ``*``) selects."""
+    return [(path, value) for path, _, _, value in _locate(document, pointer)]
+
+
+def _locate(document: Any, pointer: str) -> list[tuple[str, Any, Any, Any]]:
+    """:func:`resolve`, each match with its parent and its key or index there
+    (``None``, ``None`` for the document itself)."""
     segments = _split(pointer)
     if "*" not in segments:
-        return _resolve_one(document, pointer, segments)
-    matches: list[tuple[str, Any]] = [("", document)]
+        return _locate_one(document, pointer, segments)
+    matches: list[tuple[str, Any, Any, Any]] = [("", None, None, document)]
     for segment in segments:
-        matches = [
-            (f"{path}/{escaped}", child)
-            for path, node in matches
-            for escaped, child in _children(node, segment)
-        ]
+        # What :func:`_children` selects, inlined (it is the oracle of the tests).
+        step: list[tuple[str, Any, Any, Any]] = []
+        if segment == "*":
+            for path, _, _, node in matches:
+                if isinstance(node, dict):
+                    step += [
+                        (f"{path}/{_escape(key)}", node, key, child) for key, child in node.items()
+                    ]
+                elif isinstance(node, list):
+                    step += [(f"{path}/{i}", node, i, child) for i, child in enumerate(node)]
+        else:
+            key = _unescape(segment)
+            index = int(segment) if _is_index(segment) else None
+            for path, _, _, node in matches:
+                if isinstance(node, dict):
+                    if key in node:
+                        step.append((f"{path}/{segment}", node, key, node[key]))
+                elif isinstance(node, list) and index is not None and index < len(node):
+                    step.append((f"{path}/{segment}", node, index, node[index]))
+        matches = step
     return matches
 
 
 def _resolve_one(document: Any, pointer: str, segments: list[str]) -> list[tuple[str, Any]]:
-    """:func:`resolve` of a pointer without ``*``: the same walk as
+    """:func:`resolve` of a pointer without ``*``."""
+    return [(path, value) for path, _, _, value in _locate_one(document, pointer, segments)]
+
+
+def _locate_one(
+    document: Any, pointer: str, segments: list[str]
+) -> list[tuple[str, Any, Any, Any]]:
+    """:func:`_locate` of a pointer without ``*``: the same walk as
     :func:`_children` makes, one node per segment, so at most one match, whose
     concrete pointer is ``pointer`` itself (segments are kept as written)."""
+    parent: Any = None
+    where: Any = None
     node = document
     for segment in segments:
         if isinstance(node, dict):
             key = _unescape(segment)
             if key not in node:
                 return []
-            node = node[key]
+            parent, where, node = node, key, node[key]
         elif isinstance(node, list):
-            if not (segment.isdigit() and (segment == "0" or not segment.startswith("0"))):
+            if not _is_index(segment):
                 return []
             index = int(segment)
             if index >= len(node):
                 return []
-            node = node[index]
+            parent, where, node = node, index, node[index]
         else:
             return []
-    return [(pointer, node)]
+    return [(pointer, parent, where, node)]
 
 
 def _nested(one: str, other: str) -> bool:
@@ -202,10 +242,10 @@ def mask(
     below: set[str] = set()
     for pointer in pointers:
         wildcard = "*" in _split(pointer)
-        matches = resolve(document, pointer)
+        matches = _locate(document, pointer)
         if not matches and not wildcard:
             raise InvalidArtifact(f"PII path {pointer!r} does not resolve")
-        for path, value in matches:
+        for path, parent, where, value in matches:
             if path in seen or (wildcard and value is None):
                 continue  # already masked; or an absent optional field
             ancestors = _ancestors(path)
@@ -219,7 +259,11 @@ def mask(
             token = TOKEN_FORMAT.format(n=len(masked) + 1)
             masked.append(MaskedField(path=path, token=token, commitment=commitment(salt, value)))
             reveals.append(Reveal(path=path, salt=b64url_encode(salt), value=value))
-            _replace(document, path, token)
+            if parent is None:
+                raise InvalidArtifact("cannot mask the whole document")
+            # As _replace(document, path, token) would: matches of one pointer
+            # do not nest, so each parent is still where the walk found it.
+            parent[where] = token
     return MaskResult(document=document, masked=tuple(masked), reveals=tuple(reveals))
 
 

@@ -6,6 +6,14 @@ JCS of the whole value (``canonical_json``, itself checked against
 ``pii``, the per-record hash of ``chain``, and ``build_bundle`` /
 ``verify_bundle_jws`` as they were before bundles were serialised once
 (validate, mask, digest, validate again, verify everything from the model).
+
+Second round: :func:`~protocol.canonical.canonical_each` (pydantic-core's
+serialiser on a sorted copy) against ``canonical_json`` of each value, on
+every code point and on values either side of each of its checks; the
+strict parse a canonical bundle payload skips, against ``HandoffBundle.parse``
+and the canonical-form check on adversarial payloads (error and message);
+the batched entry, body and record serialisation; ``*`` pointers and masking
+in place against the generic walk and ``_replace``.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pydantic_core
 import pytest
 import rfc8785
 from hypothesis import example, given
@@ -22,7 +31,7 @@ from hypothesis import strategies as st
 
 from keys import strictjson
 from keys.b64 import b64url_decode, b64url_encode
-from keys.errors import KeysError
+from keys.errors import KeysError, TooDeep
 from keys.jose import sign_compact, verify_compact
 from keys.keyset import KeySet
 from keys.material import PrivateKey
@@ -44,7 +53,9 @@ from protocol.bundle import (
 )
 from protocol.canonical import (
     canonical_digest,
+    canonical_each,
     canonical_json,
+    canonical_members,
     canonical_object,
     canonical_string,
     digest,
@@ -56,6 +67,7 @@ from protocol.errors import (
     ChainBreak,
     DigestInvalid,
     InvalidArtifact,
+    from_keys_error,
 )
 from protocol.handoff import HandoffRequest
 from protocol.pii import mask, resolve
@@ -111,6 +123,15 @@ def test_canonical_object_is_canonical_json_of_the_whole(
     serialised = {k: canonical_json(value[k]) for k in chosen}
     assert canonical_object(plain, serialised) == canonical_json(value)
     assert canonical_object(value, {}) == canonical_json(value)
+    # The same as fragments (values split anywhere), and each serialised
+    # member's span: without it, the canonical form of the rest.
+    pieces = {k: (v[: len(v) // 2], v[len(v) // 2 :]) for k, v in serialised.items()}
+    fragments, spans = canonical_members(plain, pieces)
+    assert b"".join(fragments) == canonical_json(value)
+    assert spans.keys() == serialised.keys()
+    for name, (start, end) in spans.items():
+        rest = {k: v for k, v in value.items() if k != name}
+        assert b"".join(fragments[:start] + fragments[end:]) == canonical_json(rest)
 
 
 def test_canonical_object_refuses_a_member_given_twice() -> None:
@@ -710,3 +731,401 @@ def test_every_changed_leaf_fails_as_the_reference_fails(
         assert 100 < count < len(leaves)
     else:  # the content digest covers every member but ``integrity``, which is checked too
         assert count == len(leaves) > 200
+
+
+# --------------------------------------------------------------------------- second round
+
+
+def _result(make: Callable[[], Any]) -> tuple[str, Any]:
+    """("ok", value) or (error class, message): the error *and* what it says."""
+    try:
+        return "ok", make()
+    except BatonError as exc:
+        return type(exc).__name__, str(exc)
+
+
+class _Text(str):
+    __slots__ = ()
+
+
+class _Number(int):
+    pass
+
+
+#: Values either side of each check of canonical_each: not JSON, floats, the
+#: integer range, lone surrogates, subclasses, planes, key types.
+_AWKWARD = st.sampled_from(
+    [
+        (1, 2),
+        {"a": (1,)},
+        {1: "a"},
+        {True: 1},
+        {None: 1},
+        {"a": 1, 2: "b"},
+        b"x",
+        {1, 2},
+        float("nan"),
+        float("inf"),
+        -0.0,
+        1.0,
+        1e21,
+        {"a": 1.5},
+        2**53,
+        2**53 + 1,
+        -(2**53) - 1,
+        10**15 - 1,
+        -(10**15) + 1,
+        10**15,
+        -(10**15),
+        1234567890123456,
+        [0, 1234567890123456],
+        {"k": -1234567890123456},
+        "sha256:" + "1" * 64,
+        {"k": "x:1234567890123456", "l": ",1234567890123456"},
+        "\ud800",
+        {"a": "\udfff"},
+        {"\ud800": 1},
+        _Text("s"),
+        {"a": _Text("s")},
+        {_Text("k"): 1},
+        _Number(3),
+        {"\uff61": 1, "\U0001f600": 2},
+        [{"\U0001f600": 1}, {"\uef00": 2, "\ue001": 3}],
+        {"\U0001f600": 1, "\u20ac": 2},
+        {"z": {"y": {"x": [None, True, False, "", {}]}}},
+        [[], {}, [[]], [{}]],
+    ]
+)
+
+
+@DETERMINISTIC
+@given(st.lists(json_values | _AWKWARD, max_size=6))
+@example([{"b": 1, "a": {"d": [3, {"f": 1, "e": 2}], "c": None}}, "x", 1])
+@example([GENESIS, {"prev": GENESIS}, 10**16])
+def test_canonical_each_is_canonical_json_of_each(values: list[Any]) -> None:
+    assert _result(lambda: canonical_each(values)) == _result(
+        lambda: [canonical_json(value) for value in values]
+    )
+
+
+def test_canonical_each_writes_every_code_point_as_rfc8785() -> None:
+    """pydantic-core escapes strings exactly as RFC 8785 s3.2.2.2: every
+    character outside the surrogates, in values and (sorted across planes,
+    which takes the reference path) in names."""
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    text = "".join(chars)
+    assert pydantic_core.to_json(text) == bytes(rfc8785.dumps(text))
+    assert canonical_each([text, [text]]) == [canonical_json(text), canonical_json([text])]
+    names = {char: index for index, char in enumerate(chars[::97])}
+    bmp = {char: index for index, char in enumerate(chars[:0xD800:7])}
+    assert canonical_each([names, bmp]) == [canonical_json(names), canonical_json(bmp)]
+    assert canonical_each([bmp])[0] == bytes(rfc8785.dumps(bmp))
+
+
+def test_canonical_each_finds_the_value_a_long_number_is_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run of digits sends its own value to canonical_json, not all of them."""
+    values: list[Any] = [{"a": i} for i in range(50)]
+    values[17] = {"a": 1234567890123456}
+    values[30] = [1234567890123456]
+    values[41] = 1234567890123456
+    calls = []
+    original = canonical_module.canonical_json
+
+    def counting(value: Any) -> bytes:
+        calls.append(value)
+        return original(value)
+
+    monkeypatch.setattr(canonical_module, "canonical_json", counting)
+    assert canonical_each(values) == [original(value) for value in values]
+    assert calls == [values[17], values[30], values[41]]
+
+
+# ----------------------------------------------------- the skipped strict parse
+
+
+def _reference_parse(payload: bytes) -> HandoffBundle:
+    """verify_bundle_jws before the second round: strict parse, validation,
+    then the canonical-form check."""
+    bundle = HandoffBundle.parse(payload, max_bytes=bundle_module.MAX_BUNDLE_BYTES)
+    if bundle.canonical() != payload:
+        raise InvalidArtifact("bundle payload is not in canonical form")
+    return bundle
+
+
+def _fast_parse(payload: bytes) -> HandoffBundle:
+    bundle, document, parts, (start, end) = bundle_module._parse_canonical(payload)
+    assert document == bundle.to_json()
+    assert parts.payload(document) == payload
+    assert payload[:start] + payload[end:] == canonical_json(
+        {k: v for k, v in document.items() if k != "integrity"}
+    )
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def payload() -> bytes:
+    built = _new_build(HandoffRequest.from_value(request_doc(pii_paths=FULL_PII)), BODIES)
+    assert built.payload is not None
+    return built.payload
+
+
+_EDITS: list[tuple[bytes, bytes]] = [
+    (b"", b""),  # as it is
+    (b'{"ack_by":1750000300,', b'{"ack_by":1750000300,"ack_by":1750000300,'),  # a duplicate
+    (b'{"id":1,"jsonrpc"', b'{"id":1,"id":1,"jsonrpc"'),  # a duplicate in a body
+    (b'{"id":1,"jsonrpc"', b'{"id":1,"jsonrpc":"2.0","jsonrpc"'),  # same, other value
+    (b'"name":"Ada"', b'"name":"\\u0041da"'),  # an escape that need not be one
+    (b'"name":"Ada"', b'"name":"A\\/da"'),
+    (b'"name":"Ada"', b'"name":"\\ud800"'),  # a lone surrogate
+    (b'"name":"Ada"', b'"name":"\\ud83d\\ude00"'),  # a pair, escaped
+    (b'"name":"Ada"', b'"name":"\xf0\x9f\x98\x80"'),  # the same pair as UTF-8: canonical
+    (b'"name":"Ada"', b'"name":"\xff"'),  # not UTF-8
+    (b'"name":"Ada"', b'"name":"A\x01a"'),  # a raw control character
+    (b'"name":"Ada"', b'"name":"A\\u0001a"'),  # escaped: canonical
+    (b'"amount":900', b'"amount":NaN'),
+    (b'"amount":900', b'"amount":Infinity'),
+    (b'"amount":900', b'"amount":1e400'),
+    (b'"amount":900', b'"amount":900.0'),
+    (b'"amount":900', b'"amount":9e2'),
+    (b'"amount":900', b'"amount":12345678901234567890'),
+    (b'"amount":900', b'"amount":-0'),
+    (b'"amount":900', b'"amount": 900'),
+    (
+        b'"amount":900',
+        b'"amount":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[900]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]',
+    ),
+    (b'{"email":"<PII_3>","name":"Ada"}', b'{"name":"Ada","email":"<PII_3>"}'),  # unsorted
+    (b'"ack_by":1750000300,', b""),  # a member with a default, left out
+    (b'{"ack_by"', b'{"aaa":1,"ack_by"'),  # an unknown member
+    (b'"version":1', b'"version":true'),
+    (b'"version":1', b'"version":"1"'),
+]
+
+
+@pytest.mark.parametrize("edit", _EDITS, ids=[repr(new[:24]) for _, new in _EDITS])
+def test_the_skipped_strict_parse_fails_as_the_reference_fails(
+    payload: bytes, edit: tuple[bytes, bytes]
+) -> None:
+    old, new = edit
+    if old:
+        assert old in payload
+        changed = payload.replace(old, new, 1)
+    else:
+        changed = payload
+    expected = _result(lambda: _reference_parse(changed))
+    assert _result(lambda: _fast_parse(changed)) == expected
+    if not old:
+        assert expected[0] == "ok"
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda p: p + b"\n",
+        lambda p: b" " + p,
+        lambda p: p + b" ",
+        lambda p: b"\xef\xbb\xbf" + p,
+        lambda p: b"[" + p + b"]",
+        lambda p: p[:-1],
+        lambda p: p + b"x",
+        lambda p: p + b"{}",
+        lambda p: p.replace(b",", b", ", 1),
+        lambda p: b"",
+        lambda p: b"null",
+    ],
+)
+def test_the_skipped_strict_parse_around_the_payload(
+    payload: bytes, wrap: Callable[[bytes], bytes]
+) -> None:
+    changed = wrap(payload)
+    assert _result(lambda: _fast_parse(changed)) == _result(lambda: _reference_parse(changed))
+
+
+def test_an_oversized_payload_fails_as_the_reference_fails(
+    payload: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bundle_module, "MAX_BUNDLE_BYTES", len(payload) - 1)
+    expected = _result(lambda: _reference_parse(payload))
+    assert expected[0] != "ok"
+    assert _result(lambda: _fast_parse(payload)) == expected
+
+
+def _nested_bundle(depth: int) -> bytes:
+    """The payload of a bundle whose one body is ``depth`` arrays deep: the
+    payload nests ``depth + 3`` deep (document, bodies, record)."""
+    body = b"[" * depth + b"]" * depth
+    transcript = build_chain(
+        CONVERSATION,
+        [{**entry_fields(ALPHA, BETA), "body_digest": digest(body), "body_size": len(body)}],
+    )
+    built = build_bundle(
+        bundle_id=BUNDLE_ID,
+        request=HandoffRequest.from_value(request_doc(pii_paths=[])),
+        queue="payments-t2",
+        conversation=CONVERSATION,
+        origin=ALPHA,
+        gateway=GATEWAY,
+        transcript=transcript,
+        bodies={0: ("application/json", body)},
+        now=NOW,
+        token_bytes=counting_salts(),
+    )
+    assert built.bundle.bodies[0].raw is None
+    assert built.payload is not None
+    return built.payload
+
+
+@pytest.mark.parametrize("depth", [60, 61, 62, 63])
+def test_a_canonical_payload_nested_too_deep_fails_as_the_reference_fails(
+    depth: int, gateway_key: PrivateKey, gateway_keys: KeySet
+) -> None:
+    """Canonical, so the fast path reaches its own depth check: 64 passes, 65
+    is refused with the strict parser's error."""
+    data = _nested_bundle(depth)
+    expected = _result(lambda: _reference_parse(data))
+    assert _result(lambda: _fast_parse(data)) == expected
+    if depth + 3 > strictjson.DEFAULT_MAX_DEPTH:
+        assert expected == _result(
+            lambda: _raise(from_keys_error(TooDeep("JSON nesting exceeds 64")))
+        )
+    else:
+        assert expected[0] == "ok"
+    token = sign_compact(data, gateway_key, typ=BUNDLE_JWS_TYP)
+    assert (
+        _outcome(lambda: verify_bundle_jws(token, gateway_keys))[0]
+        == _outcome(lambda: reference_verify_jws(token, gateway_keys))[0]
+    )
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def test_the_json_form_of_a_parsed_bundle_is_its_model_dump(payload: bytes) -> None:
+    for data in (payload, _nested_bundle(5)):
+        bundle = HandoffBundle.parse(data, max_bytes=MAX_BUNDLE_BYTES)
+        assert bundle_module._json_form(bundle) == bundle.to_json()
+
+
+# ----------------------------------------------------- batched serialisation
+
+
+def test_entry_forms_of_many_entries_are_those_of_each() -> None:
+    entries = [entry.to_json() for entry in _trap_entries()]
+    odd = copy.deepcopy(entries[1])
+    odd["method"] = {"nested": ',"kind":'}
+    batch = [*entries, odd, {**entries[2], "hash": 7}, {**entries[3], "prev": 10**16}]
+    expected = [_result(lambda e=e: bundle_module._entry_forms(e)) for e in batch]
+    assert expected[-1][0] == "InvalidArtifact"
+    assert _result(lambda: bundle_module._entries_forms(batch[:-1])) == (
+        "ok",
+        [value for _, value in expected[:-1]],
+    )
+    assert _result(lambda: bundle_module._entries_forms(batch))[0] == "InvalidArtifact"
+    for entry, (hashed, full) in zip(entries, bundle_module._entries_forms(entries), strict=True):
+        assert hashed == canonical_json({k: v for k, v in entry.items() if k != "hash"})
+        assert full == canonical_json(entry)
+
+
+def test_entries_json_is_each_entry_json() -> None:
+    transcript = _trap_entries()
+    assert bundle_module._entries_json(transcript) == [entry.to_json() for entry in transcript]
+
+
+def test_recorded_bodies_fail_as_one_by_one() -> None:
+    good = {"seq": 1, "media_type": "x", "json": {"a": [1]}, "json_digest": GENESIS, "raw": None}
+    records = [
+        good,
+        {**good, "seq": 2, "media_type": "m" * 300},
+        {**good, "seq": 3, "raw": "aGk"},
+    ]
+    for chosen in ([good], records, records[::-1], records[1:]):
+        assert _result(lambda c=chosen: bundle_module._recorded_bodies(c)) == _result(
+            lambda c=chosen: tuple(RecordedBody.build(**r) for r in c)
+        )
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [
+            {
+                "seq": 1,
+                "media_type": '","json":',
+                "json": {"a": [1]},
+                "json_digest": GENESIS,
+                "raw": None,
+            },
+            {"seq": 2, "media_type": "text/plain", "json": None, "json_digest": None, "raw": "aGk"},
+            {
+                "seq": 3,
+                "media_type": "x",
+                "json": "\U0001f600\uffff",
+                "json_digest": GENESIS,
+                "raw": None,
+            },
+            {"seq": 4, "json": 1, "media_type": "y"},
+            {"seq": 5, "json": [], "a": 1, "media_type": "y", "json_digest": None, "raw": None},
+            {
+                "seq": 1234567890123456,
+                "media_type": "z",
+                "json": {},
+                "json_digest": None,
+                "raw": None,
+            },
+        ]
+    ],
+)
+def test_records_bytes_of_many_are_those_of_each(records: list[dict[str, Any]]) -> None:
+    jsons = [canonical_json(record["json"]) for record in records]
+    assert bundle_module._records_bytes(records, jsons) == [
+        canonical_json(record) for record in records
+    ]
+
+
+# ----------------------------------------------------- pointers with a star
+
+_STAR_POINTERS = st.lists(_SEGMENTS | st.just("*"), max_size=4).map(
+    lambda s: "".join("/" + x for x in s)
+)
+
+
+@DETERMINISTIC
+@given(_STAR_POINTERS)
+@example("/*")
+@example("/*/*/*")
+@example("/b/*/a~1b")
+@example("/a/*/1/*")
+@example("/*/\u0661")
+def test_resolve_with_a_star_agrees_with_the_generic_walk(pointer: str) -> None:
+    assert resolve(_TREE, pointer) == _old_resolve(_TREE, pointer)
+
+
+@DETERMINISTIC
+@given(st.lists(_MASK_POINTERS, max_size=6))
+@example(["/a/e/*", "/*/h"])
+@example(["/a/*/c", "/a/e/2/f"])
+def test_masking_in_place_agrees_with_replace(pointers: list[str]) -> None:
+    """The masked document and the reveals are those of the concrete paths
+    replaced one by one from the root (the reference's ``_replace``)."""
+    old, expected_paths = _outcome(lambda: _reference_mask(copy.deepcopy(_MASKABLE), pointers))
+    document = copy.deepcopy(_MASKABLE)
+    new, result = _outcome(lambda: mask(document, pointers, token_bytes=counting_salts()))
+    assert new == old
+    if new != "ok":
+        return
+    reference = copy.deepcopy(_MASKABLE)
+    originals = []
+    for field in result.masked:
+        originals.append(resolve(reference, field.path)[0][1])
+        pii_module._replace(reference, field.path, field.token)
+    assert document == reference
+    assert [reveal.value for reveal in result.reveals] == originals
+    assert [field.path for field in result.masked] == expected_paths
+
+
+def test_masking_the_whole_document_is_refused() -> None:
+    with raises_exactly(InvalidArtifact):
+        mask({"a": 1}, [""], token_bytes=counting_salts())
