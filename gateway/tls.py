@@ -60,6 +60,12 @@ def operator_context(*, cert_file: Path, key_file: Path) -> ssl.SSLContext:
     and no client certificate (people sign each command with their own key)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
+    # Deliberate: on a *server* context CERT_NONE only means "ask the client for
+    # no certificate" (it is PROTOCOL_TLS_SERVER's default, written out so it is
+    # reviewed). The server still proves itself with the gateway's certificate;
+    # people have no fleet certificate and a browser would prompt for one, so
+    # each request is authenticated by the operator's signed command instead
+    # (protocol/operator.py: signature, audience, freshness, single-use nonce).
     context.verify_mode = ssl.CERT_NONE
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.set_alpn_protocols(["http/1.1"])
