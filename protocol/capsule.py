@@ -50,11 +50,10 @@ from protocol.errors import (
     IdentityMismatch,
     InvalidEnvelope,
     NotRecipient,
-    NotYetValid,
-    TokenExpired,
     translating,
 )
 from protocol.model import BatonModel, Identity, JsonData, Nonce, ShortText
+from protocol.replay import check_lifetime
 
 __all__ = [
     "CAPSULE_JWE_TYP",
@@ -180,11 +179,7 @@ def open_capsule_at(
         raise NotRecipient("capsule audience does not name the opener")
     if conversation is not None and claims.conv != conversation:
         raise BindingMismatch("capsule belongs to another conversation")
-    now_s = math.floor(now)
-    if now_s >= claims.exp:
-        raise TokenExpired("capsule expired")
-    if claims.iat > now_s + skew_s:
-        raise NotYetValid("capsule issued in the future")
+    check_lifetime(claims.iat, claims.exp, now=now, skew_s=skew_s, what="capsule")
     return OpenedCapsule(claims=claims, sender_kid=verified.key.kid)
 
 

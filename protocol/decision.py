@@ -37,14 +37,13 @@ from protocol.directory import KeyDirectory
 from protocol.errors import (
     BindingMismatch,
     IdentityMismatch,
-    NotYetValid,
     PolicyDenied,
     StaleDecision,
-    TokenExpired,
     translating,
 )
 from protocol.handoff import DecisionType, HandoffRequest
 from protocol.model import BatonModel, Digest, JsonData, Name, Nonce, OperatorIdentity, Text
+from protocol.replay import check_lifetime
 
 __all__ = [
     "DECISION_TYP",
@@ -196,11 +195,7 @@ def verify_decision_at(
         raise StaleDecision("decision is for another bundle version")
     if decision.fencing_token != binding.fencing_token:
         raise StaleDecision("decision was made under a lease that is no longer current")
-    now_s = math.floor(now)
-    if now_s >= decision.exp:
-        raise TokenExpired("decision expired")
-    if decision.iat > now_s + skew_s:
-        raise NotYetValid("decision issued in the future")
+    check_lifetime(decision.iat, decision.exp, now=now, skew_s=skew_s, what="decision")
     terms = request if isinstance(request, DecisionTerms) else DecisionTerms.of(request)
     body = decision.decision
     if body.type not in terms.allowed_decisions:

@@ -35,11 +35,10 @@ from protocol.errors import (
     BadAudience,
     IdentityMismatch,
     InvalidRequest,
-    NotYetValid,
-    TokenExpired,
     translating,
 )
 from protocol.model import BatonModel, Identity, JsonPointer, Name, Nonce, OperatorIdentity, Text
+from protocol.replay import check_lifetime
 
 __all__ = [
     "COMMAND_MEDIA_TYPE",
@@ -181,9 +180,5 @@ def verify_command_at(
         raise IdentityMismatch("command signed by a key that is not the operator's")
     if command.aud != audience:
         raise BadAudience(f"command is for {command.aud}, not {audience}")
-    now_s = math.floor(now)
-    if now_s >= command.exp:
-        raise TokenExpired("command expired")
-    if command.iat > now_s + skew_s:
-        raise NotYetValid("command issued in the future")
+    check_lifetime(command.iat, command.exp, now=now, skew_s=skew_s, what="command")
     return VerifiedCommand(command, verified.key.kid)

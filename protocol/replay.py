@@ -29,7 +29,14 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from protocol.errors import InsufficientCoverage, MalformedSignature, ReplayDetected, Stale
+from protocol.errors import (
+    InsufficientCoverage,
+    MalformedSignature,
+    NotYetValid,
+    ReplayDetected,
+    Stale,
+    TokenExpired,
+)
 from protocol.model import NONCE_PATTERN
 
 if TYPE_CHECKING:
@@ -39,11 +46,23 @@ if TYPE_CHECKING:
 __all__ = [
     "FreshnessPolicy",
     "check_freshness",
+    "check_lifetime",
     "claim_nonce",
     "validate_nonce",
 ]
 
 _NONCE: Final = re.compile(NONCE_PATTERN)
+
+
+def check_lifetime(iat: int, exp: int, *, now: float, skew_s: int, what: str) -> None:
+    """A signed artifact's own ``iat``/``exp`` (capsules, decisions, operator
+    commands): good from ``iat - skew_s`` until just before ``exp``, in whole
+    seconds. Raises :class:`TokenExpired` or :class:`NotYetValid` naming ``what``."""
+    now_s = math.floor(now)
+    if now_s >= exp:
+        raise TokenExpired(f"{what} expired")
+    if iat > now_s + skew_s:
+        raise NotYetValid(f"{what} issued in the future")
 
 
 @dataclass(frozen=True, slots=True)
