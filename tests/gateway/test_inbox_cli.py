@@ -25,10 +25,10 @@ import pytest
 from gateway.cli import main
 from gateway.inbox_client import API_PATH
 from gateway.inbox_render import safe_text
-from protocol.canonical import canonical_digest
 from protocol.operator import COMMAND_MEDIA_TYPE, make_command_at, sign_command
 from tests.interop.a2a_peers import JSONRPC, fetch_card, send_text
 from tests.interop.conftest import Fleet, start_fleet
+from tests.interop.handoff_kit import handoff_message
 
 CARD = "4111 1111 1111 1111"
 CARD_PATH = "/request/requested_action/arguments/card"
@@ -61,28 +61,10 @@ async def _handoff(fleet: Fleet, key: str) -> str:
     async with fleet.httpx_client("support") as http:
         card = await fetch_card(http, fleet.a2a_url)
         await send_text(http, card, "refund o-77 please", binding=JSONRPC, context_id=context_id)
-        arguments = {"order": "o-77", "amount": 250, "card": CARD}
-        request = {
-            "reason_code": "refund_over_limit",
-            "reason_text": "Refund of 250 exceeds the 100 limit",
-            "trigger": "authorization",
-            "requested_action": {
-                "kind": "tool_call",
-                "target": "payments/refund",
-                "arguments": arguments,
-                "args_digest": canonical_digest(arguments),
-            },
-            "allowed_decisions": ["approve", "reject", "edit"],
-            "sla": {"resolve_within_s": 3600},
-            "idempotency_key": key,
-            "pii_paths": [CARD_PATH],
-        }
-        message = {
-            "messageId": "m-" + key,
-            "role": "ROLE_USER",
-            "contextId": context_id,
-            "parts": [{"data": request, "mediaType": "application/baton-handoff+json"}],
-        }
+        message = handoff_message(
+            key, context_id, arguments={"order": "o-77", "amount": 250, "card": CARD},
+            pii_paths=[CARD_PATH],
+        )  # fmt: skip
         response = await http.post(
             f"{fleet.base}/a2a/inbox/refunds",
             json={"jsonrpc": "2.0", "id": 1, "method": "SendMessage",

@@ -10,6 +10,7 @@ notification and delivers it signed with its own key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -50,32 +51,42 @@ class Webhook:
         return web.json_response({})
 
 
+@contextlib.asynccontextmanager
+async def serve_webhook(fleet: Fleet) -> AsyncIterator[Webhook]:
+    """A :class:`Webhook` on 127.0.0.1 with the ``hooks`` agent's dev-CA certificate."""
+    hooks = fleet.folder.load_agent(TRUST_DOMAIN, "hooks")
+    cert, key = fleet.scratch / "hooks.pem", fleet.scratch / "hooks.key"
+    cert.write_bytes(hooks.cert_pem)
+    key.write_bytes(hooks.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    webhook = Webhook(port=free_port())
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", webhook.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", webhook.port, ssl_context=context).start()
+    try:
+        yield webhook
+    finally:
+        await runner.cleanup()
+
+
+#: Lets the gateway deliver to the loopback webhook with its dev-CA certificate.
+TRUST_LOOPBACK_WEBHOOKS = (
+    'webhook_trusted_networks = ["127.0.0.1/32"]\nwebhook_ca_file = ".baton/ca/ca.pem"'
+)
+
+
 @pytest.fixture
 async def push_fleet(tmp_path: Path) -> AsyncIterator[tuple[Fleet, Webhook]]:
-    async with start_fleet(
-        tmp_path,
-        push=True,
-        webhooks=("127.0.0.1",),
-        gateway_extra=(
-            'webhook_trusted_networks = ["127.0.0.1/32"]\nwebhook_ca_file = ".baton/ca/ca.pem"'
-        ),
-    ) as fleet:
-        hooks = fleet.folder.load_agent(TRUST_DOMAIN, "hooks")
-        cert, key = fleet.scratch / "hooks.pem", fleet.scratch / "hooks.key"
-        cert.write_bytes(hooks.cert_pem)
-        key.write_bytes(hooks.key_pem)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(cert), str(key))
-        webhook = Webhook(port=free_port())
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", webhook.handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", webhook.port, ssl_context=context).start()
-        try:
-            yield fleet, webhook
-        finally:
-            await runner.cleanup()
+    async with (
+        start_fleet(
+            tmp_path, push=True, webhooks=("127.0.0.1",), gateway_extra=TRUST_LOOPBACK_WEBHOOKS
+        ) as fleet,
+        serve_webhook(fleet) as webhook,
+    ):
+        yield fleet, webhook
 
 
 def _relay_urls(fleet: Fleet) -> list[str]:

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from mcp import MCPError
 from mcp_types import InputRequiredResult
@@ -27,17 +25,16 @@ from protocol.decision import (
     DecisionBinding,
     DecisionBody,
     DecisionTerms,
-    make_decision_at,
-    sign_decision,
     verify_decision_at,
 )
 from protocol.directory import KeyDirectory
 from protocol.identity import agent_id, gateway_id
 from protocol.lifecycle import verify_events
-from protocol.operator import COMMAND_MEDIA_TYPE, make_command_at, sign_command
+from protocol.operator import make_command_at, sign_command
 from tests.gateway._harness import TRUST_DOMAIN
 from tests.interop.a2a_peers import JSONRPC, fetch_card, get_task
 from tests.interop.conftest import Fleet, start_fleet
+from tests.interop.handoff_kit import OperatorClient
 from tests.interop.mcp_peers import http_client, mcp_client
 
 SUPPORT = str(agent_id(TRUST_DOMAIN, "support"))
@@ -97,52 +94,12 @@ def _refunds(fleet: Fleet) -> int:
     )
 
 
-class Operator:
-    """An operator's client for the operator API: one signed command per request."""
-
-    def __init__(self, fleet: Fleet, name: str) -> None:
-        self.fleet = fleet
-        self.material = fleet.folder.load_operator(name)
-        self.identity = self.material.identity
-        context = ssl.create_default_context(cafile=str(fleet.folder.ca_cert))
-        self._http = httpx.AsyncClient(verify=context, timeout=10.0)
-
-    async def close(self) -> None:
-        await self._http.aclose()
-
-    def command(self, op: str, **fields: Any) -> str:
-        command = make_command_at(
-            op,  # type: ignore[arg-type]
-            operator=self.identity,
-            audience=GATEWAY,
-            queue=QUEUE,
-            now=time.time(),
-            **fields,
-        )
-        return sign_command(command, self.material.signing.active)
-
-    async def post(self, token: str) -> httpx.Response:
-        return await self._http.post(
-            f"{self.fleet.operator_url}/inbox/api",
-            content=token,
-            headers={"content-type": COMMAND_MEDIA_TYPE},
-        )
-
-    async def send(self, op: str, **fields: Any) -> httpx.Response:
-        return await self.post(self.command(op, **fields))
-
-    def decision(self, bundle: dict[str, Any], body: DecisionBody) -> str:
-        lease = bundle["lease"]
-        binding = DecisionBinding(
-            bundle["bundle_id"], bundle["bundle_digest"], bundle["version"], lease["fencing_token"]
-        )
-        made = make_decision_at(binding, body, operator=self.identity, now=time.time())
-        return sign_decision(made, self.material.signing.active)
-
-
 @pytest.fixture
-async def operators(fleet: Fleet) -> AsyncIterator[tuple[Operator, Operator]]:
-    alice, bob = Operator(fleet, "alice"), Operator(fleet, "bob")
+async def operators(fleet: Fleet) -> AsyncIterator[tuple[OperatorClient, OperatorClient]]:
+    alice, bob = (
+        OperatorClient(fleet.folder, name, url=fleet.operator_url, queue=QUEUE, audience=GATEWAY)
+        for name in ("alice", "bob")
+    )
     yield alice, bob
     await alice.close()
     await bob.close()
@@ -196,7 +153,7 @@ def _gateway_keys(fleet: Fleet) -> KeySet:
 
 
 async def test_an_approved_refund_passes_exactly_once_and_the_agent_verifies_the_decision(
-    fleet: Fleet, operators: tuple[Operator, Operator]
+    fleet: Fleet, operators: tuple[OperatorClient, OperatorClient]
 ) -> None:
     alice, bob = operators
     arguments = {"order": "o-1", "amount": 250}
@@ -231,9 +188,14 @@ async def test_an_approved_refund_passes_exactly_once_and_the_agent_verifies_the
         "decide", bundle_id=bundle_id, decision=loser.decision(bundle, approve)
     )
     assert stolen.status_code == 409 and stolen.json()["error"]["code"] == "stale_decision"
+    events_before = list(await fleet.stores.inbox.events(bundle_id))
+    untouched = await fleet.stores.inbox.get(bundle_id)
+    assert untouched is not None and untouched.decision is None and untouched.status == "claimed"
+    assert list(await fleet.stores.inbox.events(bundle_id)) == events_before, "refusal wrote"
     token = winner.decision(bundle, approve)
     decided = await winner.send("decide", bundle_id=bundle_id, decision=token)
     assert decided.status_code == 200, decided.text
+    after_decision = list(await fleet.stores.inbox.events(bundle_id))
     # The same decision again, or a second one: refused.
     replayed = await winner.send("decide", bundle_id=bundle_id, decision=token)
     assert replayed.status_code == 409 and replayed.json()["error"]["code"] == "stale_decision"
@@ -241,6 +203,7 @@ async def test_an_approved_refund_passes_exactly_once_and_the_agent_verifies_the
         "decide", bundle_id=bundle_id, decision=winner.decision(bundle, approve)
     )
     assert second.status_code == 409
+    assert list(await fleet.stores.inbox.events(bundle_id)) == after_decision, "refusal wrote"
 
     # The agent reads the decision as the task's result (official a2a-sdk client)
     # and verifies it with public keys alone.
@@ -265,8 +228,10 @@ async def test_an_approved_refund_passes_exactly_once_and_the_agent_verifies_the
     passed = await _call(fleet, arguments, state=held.request_state)
     assert passed.content[0].text == "refunded 250 on o-1", passed
     assert _refunds(fleet) == 1
+    settled = list(await fleet.stores.inbox.events(bundle_id))
     assert (await _refused(fleet, arguments))["code"] == "approval_refused"
     assert _refunds(fleet) == 1, "an approval was used twice"
+    assert list(await fleet.stores.inbox.events(bundle_id)) == settled, "a refusal wrote"
 
     # The lifecycle, verifiable offline: queued, claimed..., decided, delivered, acknowledged.
     events, _ = verify_events(
@@ -280,7 +245,7 @@ async def test_an_approved_refund_passes_exactly_once_and_the_agent_verifies_the
 
 
 async def test_an_edit_lets_only_the_edited_call_pass(
-    fleet: Fleet, operators: tuple[Operator, Operator]
+    fleet: Fleet, operators: tuple[OperatorClient, OperatorClient]
 ) -> None:
     alice, _ = operators
     asked = {"order": "o-2", "amount": 900}
@@ -301,7 +266,7 @@ async def test_an_edit_lets_only_the_edited_call_pass(
 
 
 async def test_a_reject_or_an_expiry_never_passes_and_a_lapsed_lease_returns(
-    fleet: Fleet, operators: tuple[Operator, Operator]
+    fleet: Fleet, operators: tuple[OperatorClient, OperatorClient]
 ) -> None:
     alice, bob = operators
     rejected_args = {"order": "o-3", "amount": 300}
@@ -341,7 +306,7 @@ async def test_older_mcp_gets_a_structured_error_naming_the_handoff(fleet: Fleet
 
 
 async def test_operator_commands_are_single_use_and_for_this_gateway_only(
-    fleet: Fleet, operators: tuple[Operator, Operator]
+    fleet: Fleet, operators: tuple[OperatorClient, OperatorClient]
 ) -> None:
     alice, _ = operators
     token = alice.command("list")

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from a2a.types import Message, Part, Role, SendMessageConfiguration, SendMessageRequest
 from google.protobuf import json_format, struct_pb2
@@ -25,17 +23,15 @@ from protocol.decision import (
     DecisionBinding,
     DecisionBody,
     DecisionTerms,
-    make_decision_at,
-    sign_decision,
     verify_decision_at,
 )
 from protocol.directory import KeyDirectory
 from protocol.identity import agent_id, gateway_id
 from protocol.lifecycle import verify_events
-from protocol.operator import COMMAND_MEDIA_TYPE, make_command_at, sign_command
 from tests.gateway._harness import TRUST_DOMAIN
 from tests.interop.a2a_peers import JSONRPC, fetch_card, open_client, send_text, subscribe
 from tests.interop.conftest import Fleet, start_fleet
+from tests.interop.handoff_kit import OperatorClient, handoff_request
 
 SUPPORT = str(agent_id(TRUST_DOMAIN, "support"))
 GATEWAY = str(gateway_id(TRUST_DOMAIN, "gw1"))
@@ -59,20 +55,9 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
 
 
 def _handoff_message(context_id: str) -> Message:
-    request = {
-        "reason_code": "refund_over_limit",
-        "reason_text": "Refund of 250 exceeds the 100 limit",
-        "trigger": "authorization",
-        "requested_action": {
-            "kind": "tool_call",
-            "target": "payments/refund",
-            "arguments": ARGUMENTS,
-            "args_digest": canonical_digest(ARGUMENTS),
-        },
-        "allowed_decisions": ["approve", "reject"],
-        "sla": {"resolve_within_s": 600},
-        "idempotency_key": "refund-o-88",
-    }
+    request = handoff_request(
+        "refund-o-88", arguments=ARGUMENTS, allowed=("approve", "reject"), resolve_within_s=600
+    )
     data = struct_pb2.Value()
     json_format.ParseDict(request, data)
     return Message(
@@ -81,24 +66,6 @@ def _handoff_message(context_id: str) -> Message:
         context_id=context_id,
         parts=[Part(data=data, media_type="application/baton-handoff+json")],
     )
-
-
-async def _command(fleet: Fleet, op: str, **fields: Any) -> dict[str, Any]:
-    alice = fleet.folder.load_operator("alice")
-    command = make_command_at(
-        op,  # type: ignore[arg-type]
-        operator=alice.identity, audience=GATEWAY, queue="refunds", now=time.time(), **fields,
-    )  # fmt: skip
-    context = ssl.create_default_context(cafile=str(fleet.folder.ca_cert))
-    async with httpx.AsyncClient(verify=context, timeout=10.0) as http:
-        answer = await http.post(
-            f"{fleet.operator_url}/inbox/api",
-            content=sign_command(command, alice.signing.active),
-            headers={"content-type": COMMAND_MEDIA_TYPE},
-        )
-    assert answer.status_code == 200, answer.text
-    result: dict[str, Any] = answer.json()
-    return result
 
 
 async def test_the_agent_escalates_subscribes_verifies_and_acknowledges(fleet: Fleet) -> None:
@@ -118,21 +85,15 @@ async def test_the_agent_escalates_subscribes_verifies_and_acknowledges(fleet: F
 
         decided = asyncio.Event()
 
+        alice = OperatorClient(
+            fleet.folder, "alice", url=fleet.operator_url, queue="refunds", audience=GATEWAY
+        )
+
         async def operator_decides(_first: Any) -> None:
-            bundle = (await _command(fleet, "claim", bundle_id=task_id))["bundle"]
-            lease = bundle["lease"]
-            binding = DecisionBinding(
-                task_id, bundle["bundle_digest"], bundle["version"], lease["fencing_token"]
-            )
-            alice = fleet.folder.load_operator("alice")
             body = DecisionBody(
-                type="approve", commitment="agreed", args_digest=bundle["args_digest"]
+                type="approve", commitment="agreed", args_digest=canonical_digest(ARGUMENTS)
             )
-            token = sign_decision(
-                make_decision_at(binding, body, operator=alice.identity, now=time.time()),
-                alice.signing.active,
-            )
-            await _command(fleet, "decide", bundle_id=task_id, decision=token)
+            await alice.claim_and_decide(task_id, body)
             decided.set()
 
         async with asyncio.timeout(30):
@@ -141,6 +102,7 @@ async def test_the_agent_escalates_subscribes_verifies_and_acknowledges(fleet: F
                 on_first=lambda first: asyncio.ensure_future(operator_decides(first)),
             )  # fmt: skip
         assert decided.is_set()
+        await alice.close()
     kinds = [next(iter(event)) for event in events]
     assert kinds[0] == "task" and "artifactUpdate" in kinds and kinds[-1] == "statusUpdate"
     assert events[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"

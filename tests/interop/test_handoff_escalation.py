@@ -19,12 +19,12 @@ import pytest
 
 from keys.keyset import KeySet
 from protocol.bundle import open_bundle
-from protocol.canonical import canonical_digest
 from protocol.identity import agent_id
 from protocol.lifecycle import verify_events
 from tests.gateway._harness import TRUST_DOMAIN
 from tests.interop.a2a_peers import JSONRPC, fetch_card, send_text
 from tests.interop.conftest import Fleet, start_fleet
+from tests.interop.handoff_kit import handoff_message
 
 SUPPORT = str(agent_id(TRUST_DOMAIN, "support"))
 QUEUES = """
@@ -44,30 +44,6 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
         yield running
 
 
-def _handoff(key: str, context_id: str) -> dict[str, Any]:
-    arguments = {"order": "o-77", "amount": 250}
-    request = {
-        "reason_code": "refund_over_limit",
-        "reason_text": "Refund of 250 exceeds the 100 limit",
-        "trigger": "authorization",
-        "requested_action": {
-            "kind": "tool_call",
-            "target": "payments/refund",
-            "arguments": arguments,
-            "args_digest": canonical_digest(arguments),
-        },
-        "allowed_decisions": ["approve", "reject", "edit"],
-        "sla": {"resolve_within_s": 3600},
-        "idempotency_key": key,
-    }
-    return {
-        "messageId": "m-" + key,
-        "role": "ROLE_USER",
-        "contextId": context_id,
-        "parts": [{"data": request, "mediaType": "application/baton-handoff+json"}],
-    }
-
-
 async def _escalate(fleet: Fleet, agent: str, key: str, context_id: str) -> Any:
     async with fleet.httpx_client(agent) as http:
         response = await http.post(
@@ -76,7 +52,7 @@ async def _escalate(fleet: Fleet, agent: str, key: str, context_id: str) -> Any:
                 "jsonrpc": "2.0",
                 "id": 1,
                 "method": "SendMessage",
-                "params": {"message": _handoff(key, context_id)},
+                "params": {"message": handoff_message(key, context_id)},
             },
             headers={"a2a-version": "1.0"},
         )
@@ -147,7 +123,7 @@ async def test_an_agent_not_allowed_on_the_queue_is_refused(fleet: Fleet) -> Non
         response = await http.post(
             f"{fleet.base}/a2a/inbox/refunds",
             json={"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
-                  "params": {"message": _handoff("k", "ctx")}},
+                  "params": {"message": handoff_message("k", "ctx")}},
             headers={"a2a-version": "1.0"},
         )  # fmt: skip
     assert response.status_code == 403

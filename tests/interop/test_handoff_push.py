@@ -6,26 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from aiohttp import web
 
 from keys.httpsig import HttpRequest, verify
 from keys.keyset import KeySet
-from protocol.canonical import canonical_digest
-from protocol.decision import DecisionBinding, DecisionBody, make_decision_at, sign_decision
+from protocol.decision import DecisionBody
 from protocol.identity import gateway_id
-from protocol.operator import COMMAND_MEDIA_TYPE, make_command_at, sign_command
-from tests.gateway._harness import TRUST_DOMAIN, free_port
+from tests.gateway._harness import TRUST_DOMAIN
 from tests.interop.a2a_peers import JSONRPC, fetch_card, send_text
 from tests.interop.conftest import Fleet, start_fleet
-from tests.interop.test_a2a_push import DELIVERY_POLICY, Webhook
+from tests.interop.handoff_kit import OperatorClient, handoff_message
+from tests.interop.test_a2a_push import (
+    DELIVERY_POLICY,
+    TRUST_LOOPBACK_WEBHOOKS,
+    Webhook,
+    serve_webhook,
+)
 
 GATEWAY = str(gateway_id(TRUST_DOMAIN, "gw1"))
 EXTRA = """
@@ -42,82 +43,30 @@ queues = ["refunds"]
 
 @pytest.fixture
 async def pushing(tmp_path: Path) -> AsyncIterator[tuple[Fleet, Webhook]]:
-    async with start_fleet(
-        tmp_path,
-        extra=EXTRA,
-        operators=("alice",),
-        gateway_extra=(
-            'webhook_trusted_networks = ["127.0.0.1/32"]\nwebhook_ca_file = ".baton/ca/ca.pem"'
-        ),
-    ) as fleet:
-        hooks = fleet.folder.load_agent(TRUST_DOMAIN, "hooks")
-        cert, key = fleet.scratch / "hooks.pem", fleet.scratch / "hooks.key"
-        cert.write_bytes(hooks.cert_pem)
-        key.write_bytes(hooks.key_pem)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(cert), str(key))
-        webhook = Webhook(port=free_port())
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", webhook.handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", webhook.port, ssl_context=context).start()
-        try:
-            yield fleet, webhook
-        finally:
-            await runner.cleanup()
+    async with (
+        start_fleet(
+            tmp_path, extra=EXTRA, operators=("alice",), gateway_extra=TRUST_LOOPBACK_WEBHOOKS
+        ) as fleet,
+        serve_webhook(fleet) as webhook,
+    ):
+        yield fleet, webhook
 
 
 def _escalation(context_id: str, key: str, webhook_url: str) -> dict[str, Any]:
-    arguments = {"order": "o-9", "amount": 120}
-    request = {
-        "reason_code": "refund_over_limit",
-        "reason_text": "over the limit",
-        "trigger": "authorization",
-        "requested_action": {
-            "kind": "tool_call",
-            "target": "payments/refund",
-            "arguments": arguments,
-            "args_digest": canonical_digest(arguments),
-        },
-        "allowed_decisions": ["approve", "reject"],
-        "sla": {"resolve_within_s": 600},
-        "idempotency_key": key,
-    }
     return {
         "jsonrpc": "2.0",
         "id": 1,
         "method": "SendMessage",
         "params": {
-            "message": {
-                "messageId": "m-" + key,
-                "role": "ROLE_USER",
-                "contextId": context_id,
-                "parts": [{"data": request, "mediaType": "application/baton-handoff+json"}],
-            },
+            "message": handoff_message(
+                key, context_id, arguments={"order": "o-9", "amount": 120},
+                allowed=("approve", "reject"), resolve_within_s=600,
+            ),
             "configuration": {
                 "taskPushNotificationConfig": {"url": webhook_url, "token": "agent-token"}
             },
         },
-    }
-
-
-async def _operator(fleet: Fleet, op: str, **fields: Any) -> dict[str, Any]:
-    alice = fleet.folder.load_operator("alice")
-    command = make_command_at(
-        op,  # type: ignore[arg-type]
-        operator=alice.identity, audience=GATEWAY, queue="refunds", now=time.time(), **fields,
-    )  # fmt: skip
-    context = ssl.create_default_context(cafile=str(fleet.folder.ca_cert))
-    async with httpx.AsyncClient(verify=context, timeout=10.0) as http:
-        answer = await http.post(
-            f"{fleet.operator_url}/inbox/api",
-            content=sign_command(command, alice.signing.active),
-            headers={"content-type": COMMAND_MEDIA_TYPE},
-        )
-    assert answer.status_code == 200, answer.text
-    result: dict[str, Any] = answer.json()
-    return result
+    }  # fmt: skip
 
 
 async def test_the_decision_is_pushed_signed_to_the_agents_webhook(
@@ -135,17 +84,12 @@ async def test_the_decision_is_pushed_signed_to_the_agents_webhook(
         )
     assert sent.status_code == 200, sent.text
     task_id = sent.json()["result"]["task"]["id"]
-    bundle = (await _operator(fleet, "claim", bundle_id=task_id))["bundle"]
-    alice = fleet.folder.load_operator("alice")
-    binding = DecisionBinding(
-        task_id, bundle["bundle_digest"], bundle["version"], bundle["lease"]["fencing_token"]
+    alice = OperatorClient(
+        fleet.folder, "alice", url=fleet.operator_url, queue="refunds", audience=GATEWAY
     )
     body = DecisionBody(type="reject", commitment="refused", message="not this time")
-    token = sign_decision(
-        make_decision_at(binding, body, operator=alice.identity, now=time.time()),
-        alice.signing.active,
-    )
-    await _operator(fleet, "decide", bundle_id=task_id, decision=token)
+    token = await alice.claim_and_decide(task_id, body)
+    await alice.close()
     async with asyncio.timeout(10):
         while not webhook.received:
             webhook.arrived.clear()

@@ -23,10 +23,8 @@ import json
 import os
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,14 +40,14 @@ from gateway.runtime import load_runtime
 from gateway.stores import Stores, redis_client
 from keys.keyset import KeySet
 from protocol.canonical import canonical_digest
-from protocol.decision import DecisionBinding, DecisionBody, make_decision_at, sign_decision
+from protocol.decision import DecisionBody
 from protocol.identity import agent_id, gateway_id
 from protocol.lifecycle import verify_events
-from protocol.operator import COMMAND_MEDIA_TYPE, make_command_at, sign_command
 from tests.gateway._harness import TRUST_DOMAIN, agent_context, free_port
 from tests.gateway.stores.support import delete_prefix, fresh_prefix, redis_reachable, redis_url
 from tests.interop.a2a_peers import JSONRPC, build_a2a_app, fetch_card, send_text
 from tests.interop.conftest import Recorded, serve_upstream
+from tests.interop.handoff_kit import OperatorClient, handoff_message
 
 SUPPORT = str(agent_id(TRUST_DOMAIN, "support"))
 REPO = Path(__file__).resolve().parents[2]
@@ -272,31 +270,6 @@ def _assistant(port: int) -> Any:
     return build_a2a_app(f"https://127.0.0.1:{port}", push_http=None)
 
 
-def _handoff(key: str, context_id: str) -> dict[str, Any]:
-    """A2A message with a handoff request part (as in test_handoff_escalation)."""
-    arguments = {"order": "o-77", "amount": 250}
-    request = {
-        "reason_code": "refund_over_limit",
-        "reason_text": "Refund of 250 exceeds the 100 limit",
-        "trigger": "authorization",
-        "requested_action": {
-            "kind": "tool_call",
-            "target": "payments/refund",
-            "arguments": arguments,
-            "args_digest": canonical_digest(arguments),
-        },
-        "allowed_decisions": ["approve", "reject", "edit"],
-        "sla": {"resolve_within_s": 3600},
-        "idempotency_key": key,
-    }
-    return {
-        "messageId": "m-" + key,
-        "role": "ROLE_USER",
-        "contextId": context_id,
-        "parts": [{"data": request, "mediaType": "application/baton-handoff+json"}],
-    }
-
-
 async def _conversation(fleet: RedisFleet, context_id: str) -> None:
     """``support`` talks to the assistant through gateway A in ``context_id``."""
     async with fleet.client("support") as http:
@@ -314,7 +287,7 @@ async def _escalate(
             "jsonrpc": "2.0",
             "id": 1,
             "method": "SendMessage",
-            "params": {"message": _handoff(key, context_id)},
+            "params": {"message": handoff_message(key, context_id)},
         },
         headers={"a2a-version": "1.0"},
     )
@@ -378,30 +351,15 @@ async def test_a_non_participant_is_refused_across_the_fleet(fleet: RedisFleet) 
     assert [e for e in audit if e.event == "handoff.created"] == []
 
 
-async def _operator(fleet: RedisFleet, gateway: Gateway, op: str, **fields: Any) -> Any:
-    """A signed operator command to ``gateway``'s operator listener, as alice."""
-    alice = fleet.folder.load_operator("alice")
-    command = make_command_at(
-        op,  # type: ignore[arg-type]
-        operator=alice.identity, audience=str(gateway_id(TRUST_DOMAIN, "gw1")),
-        queue="refunds", now=time.time(), **fields,
-    )  # fmt: skip
-    context = ssl.create_default_context(cafile=str(fleet.folder.ca_cert))
-    async with httpx.AsyncClient(verify=context, timeout=10.0) as http:
-        answer = await http.post(
-            f"https://127.0.0.1:{gateway.operator_port}/inbox/api",
-            content=sign_command(command, alice.signing.active),
-            headers={"content-type": COMMAND_MEDIA_TYPE},
-        )
-    assert answer.status_code == 200, answer.text
-    return answer.json()
+#: The held message's parts: what the approval's arguments digest covers.
+HELD_PARTS = [{"text": "refund o-99 for 500"}]
 
 
 async def _held_message(http: httpx.AsyncClient, gateway: Gateway, n: int) -> httpx.Response:
     message = {
         "messageId": f"m-held-{n}",
         "role": "ROLE_USER",
-        "parts": [{"text": "refund o-99 for 500"}],
+        "parts": HELD_PARTS,
         "metadata": {"skill": "echo"},
     }
     return await http.post(
@@ -425,17 +383,15 @@ async def test_an_approved_held_call_passes_once_across_two_gateways(fleet: Redi
     bundle_id = info["metadata"]["handoff"]
     before = _echo_messages(fleet)
     # Decided through gateway A's operator listener (B held the call).
-    bundle = (await _operator(fleet, a, "claim", bundle_id=bundle_id))["bundle"]
-    alice = fleet.folder.load_operator("alice")
-    binding = DecisionBinding(
-        bundle_id, bundle["bundle_digest"], bundle["version"], bundle["lease"]["fencing_token"]
+    alice = OperatorClient(
+        fleet.folder, "alice", url=f"https://127.0.0.1:{a.operator_port}", queue="refunds",
+        audience=str(gateway_id(TRUST_DOMAIN, "gw1")),
+    )  # fmt: skip
+    approve = DecisionBody(
+        type="approve", commitment="agreed", args_digest=canonical_digest(HELD_PARTS)
     )
-    approve = DecisionBody(type="approve", commitment="agreed", args_digest=bundle["args_digest"])
-    token = sign_decision(
-        make_decision_at(binding, approve, operator=alice.identity, now=time.time()),
-        alice.signing.active,
-    )
-    await _operator(fleet, a, "decide", bundle_id=bundle_id, decision=token)
+    await alice.claim_and_decide(bundle_id, approve)
+    await alice.close()
     # Ten retries at once, half at each gateway: exactly one passes.
     async with fleet.client("support") as via_a, fleet.client("support") as via_b:
         answers = await asyncio.gather(
