@@ -213,14 +213,15 @@ class Inbox:
         )
 
     # -------------------------------------------------------------- escalate
-    def _message(self, body: bytes) -> dict[str, Any]:
+    def _params(self, body: bytes) -> dict[str, Any]:
+        """``params`` of a ``SendMessage``, which must carry a message with parts."""
         value = loads(body, max_bytes=len(body), max_depth=self._max_depth)
         params = value.get("params") if isinstance(value, dict) else None
         message = params.get("message") if isinstance(params, dict) else None
         parts = message.get("parts") if isinstance(message, dict) else None
-        if not isinstance(message, dict) or not isinstance(parts, list):
+        if not isinstance(params, dict) or not isinstance(parts, list):
             raise InvalidRequest("SendMessage without a message")
-        return message
+        return params
 
     @staticmethod
     def _data_part(message: Mapping[str, Any], media_type: str) -> Any:
@@ -236,7 +237,8 @@ class Inbox:
     async def _escalate(
         self, ctx: RequestContext, origin: str, queue: QueueConfig, body: bytes, now: float
     ) -> dict[str, Any]:
-        message = self._message(body)
+        params = self._params(body)
+        message = params["message"]
         try:
             handoff = HandoffRequest.from_value(self._data_part(message, HANDOFF_MEDIA_TYPE))
         except ValueError as exc:  # pydantic: the fields are wrong
@@ -247,7 +249,7 @@ class Inbox:
         context_id = message.get("contextId")
         if not isinstance(context_id, str) or not context_id:
             raise InvalidRequest("a handoff names its conversation (message.contextId)")
-        webhook = self._webhook(queue, body)  # checked before anything is stored
+        webhook = self._webhook(queue, params)  # checked before anything is stored
         stored, _created = await self._handoffs.open(
             ctx,
             handoff=handoff,
@@ -262,12 +264,10 @@ class Inbox:
         return {"task": await self._task(stored)}
 
     # ------------------------------------------------------------------ push
-    def _webhook(self, queue: QueueConfig, body: bytes) -> tuple[str, str] | None:
+    def _webhook(self, queue: QueueConfig, params: Mapping[str, Any]) -> tuple[str, str] | None:
         """``params.configuration.taskPushNotificationConfig`` ``(url, token)``,
         checked against the queue's ``webhook_hosts`` (A2A s4.3, s13.2)."""
-        value = loads(body, max_bytes=len(body), max_depth=self._max_depth)
-        params = value.get("params") if isinstance(value, dict) else None
-        configuration = params.get("configuration") if isinstance(params, dict) else None
+        configuration = params.get("configuration")
         push = (
             configuration.get("taskPushNotificationConfig")
             if isinstance(configuration, dict)
@@ -451,7 +451,7 @@ class Inbox:
         record = await self._visible(caller, queue, call.task_id)
         if caller != record.origin:
             raise TaskNotFound("no such handoff for this agent")
-        ack = self._data_part(self._message(body), ACK_MEDIA_TYPE)
+        ack = self._data_part(self._params(body)["message"], ACK_MEDIA_TYPE)
         outcome = ack.get("outcome") if isinstance(ack, dict) else None
         note = ack.get("note") if isinstance(ack, dict) else None
         if outcome not in ("executed", "failed") or not isinstance(note, str | None):
