@@ -15,6 +15,11 @@ keep the collision probability under 2^-32 for 2^32 records per key
 
 The key file is 32 random bytes, base64url, mode 0600 (read through
 :func:`keys.files.read_private_file`).
+
+:meth:`StoreCipher.derive_key` gives other secrets every process of a fleet
+shares (they all hold the store key) without a second key file: HKDF-SHA256
+(RFC 5869) over the active key, one ``info`` label per use, so a derived key
+reveals nothing about the AES key or any other derived key.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from pathlib import Path
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keys.b64 import b64url_decode, b64url_encode
 from keys.errors import InvalidEnvelope, InvalidKey, MalformedInput
@@ -48,13 +55,14 @@ def _kid(key: bytes) -> bytes:
 class StoreCipher:
     """Seal and open stored bodies. The first key seals; all keys open."""
 
-    __slots__ = ("_active", "_active_kid", "_by_kid")
+    __slots__ = ("_active", "_active_kid", "_by_kid", "_ikm")
 
     def __init__(self, key: bytes, retired: Sequence[bytes] = ()) -> None:
         for candidate in (key, *retired):
             if len(candidate) != _KEY_BYTES:
                 raise InvalidKey("store key must be 32 bytes (AES-256)")
         self._active = AESGCM(key)
+        self._ikm = key
         self._active_kid = _kid(key)
         self._by_kid: Mapping[bytes, AESGCM] = {_kid(k): AESGCM(k) for k in (*retired, key)}
 
@@ -74,6 +82,19 @@ class StoreCipher:
         except MalformedInput as exc:
             raise InvalidKey(f"{path}: store key is not base64url") from exc
         return cls(key)
+
+    def derive_key(self, info: bytes, length: int = 32) -> bytes:
+        """HKDF-SHA256 (RFC 5869 s2) of the active key for the use ``info`` names.
+
+        The same key and ``info`` give the same bytes in every process; a
+        rotated store key gives new ones. ``info`` must be non-empty (it is
+        the domain separation between uses).
+        """
+        if not info or not 16 <= length <= 64:
+            raise ValueError("derive_key needs a non-empty info and 16..64 bytes")
+        return HKDF(
+            algorithm=hashes.SHA256(), length=length, salt=None, info=b"baton/" + info
+        ).derive(self._ikm)
 
     def seal(self, plaintext: bytes, *, aad: bytes, nonce: bytes | None = None) -> bytes:
         """Encrypt ``plaintext`` bound to ``aad``. ``nonce`` is for test vectors only."""

@@ -11,7 +11,9 @@ own signing key over :class:`HandoffDecision`, which names:
 * a ``nonce``, ``iat`` and ``exp``: a decision is single-use and short-lived;
 * the decision itself. ``approve`` binds to the request's ``args_digest``;
   ``edit`` carries new arguments and their digest; ``respond`` carries a
-  response; ``reroute`` names another queue; ``reject`` may carry a message.
+  response, which must fit the request's ``response_schema`` when it has one
+  (``protocol/schema.py``; :class:`~protocol.errors.ResponseInvalid`);
+  ``reroute`` names another queue; ``reject`` may carry a message.
 
 :func:`verify_decision_at` needs only public keys and the expected binding, so
 the agent that escalated can verify the decision it receives, offline. That a
@@ -24,8 +26,9 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field, model_validator
 
@@ -44,6 +47,7 @@ from protocol.errors import (
 from protocol.handoff import DecisionType, HandoffRequest
 from protocol.model import BatonModel, Digest, JsonData, Name, Nonce, OperatorIdentity, Text
 from protocol.replay import check_lifetime
+from protocol.schema import validate
 
 __all__ = [
     "DECISION_TYP",
@@ -113,18 +117,23 @@ class HandoffDecision(BatonModel):
 
 @dataclass(frozen=True, slots=True)
 class DecisionTerms:
-    """What a decision may be, from the handoff request: the allowed types and
-    the digest of the arguments asked about. The inbox keeps these in clear
-    beside the sealed bundle (they hold no arguments), so it can verify a
-    decision without opening the bundle."""
+    """What a decision may be, from the handoff request: the allowed types,
+    the digest of the arguments asked about and the schema a response must
+    fit. The inbox keeps these in clear beside the sealed bundle (they hold no
+    arguments), so it can verify a decision without opening the bundle."""
 
     allowed_decisions: tuple[str, ...]
     args_digest: str | None = None
+    response_schema: Mapping[str, Any] | None = None
 
     @classmethod
     def of(cls, request: HandoffRequest) -> DecisionTerms:
         action = request.requested_action
-        return cls(tuple(request.allowed_decisions), None if action is None else action.args_digest)
+        return cls(
+            tuple(request.allowed_decisions),
+            None if action is None else action.args_digest,
+            request.response_schema,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +191,9 @@ def verify_decision_at(
     bundle's queue. Checks: signature and type; the signing key belongs to
     ``decision.operator``; the binding (bundle, digest, version, fencing
     token); freshness; the decision type is allowed; an approval is for the
-    requested arguments.
+    requested arguments; a response fits the response schema
+    (:class:`~protocol.errors.ResponseInvalid`, or
+    :class:`~protocol.errors.InvalidSchema` for a schema outside the subset).
     """
     with translating():
         verified = verify_compact(token, operators.all_keys, typ=DECISION_TYP)
@@ -207,4 +218,6 @@ def verify_decision_at(
             raise BindingMismatch("approval names other arguments")
     if body.type == "edit" and body.args_digest == asked:
         raise BindingMismatch("an edit must change the arguments")
+    if body.type == "respond" and terms.response_schema is not None:
+        validate(body.response, terms.response_schema)
     return decision

@@ -11,9 +11,11 @@ the caller (``public()`` omits it).
     BatonError (500 internal_error)
     +-- InvalidRequest (400)            malformed_input, too_deep, invalid_identity, ...
     |   +-- InvalidEnvelope (400)       one body for every JWE failure; compression_not_allowed
+    |   +-- InvalidArtifact (400)       invalid_schema, response_invalid (``protocol/schema.py``)
     |   +-- header_mismatch, unsupported_version, unsafe_webhook (protocol adapters)
-    +-- AuthenticationFailed (401)      bad_signature, replay_detected, expired, unknown_kid, ...
-    +-- Forbidden (403)                 policy_denied, not_participant, ...
+    +-- AuthenticationFailed (401)      bad_signature, replay_detected, expired, unknown_kid,
+    |                                   invalid_credentials, session_required, oidc_failed, ...
+    +-- Forbidden (403)                 policy_denied, not_participant, csrf_failed, ...
     +-- NotFound (404)                  session_not_found, task_not_found
     +-- MethodNotAllowed (405), MisdirectedRequest (421)
     +-- Conflict (409)                  duplicate_bundle, stale_decision, out_of_order
@@ -60,6 +62,7 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "CryptoError",
+    "CsrfFailed",
     "DigestInvalid",
     "DigestMismatch",
     "DuplicateBundle",
@@ -73,10 +76,12 @@ __all__ = [
     "InsufficientCoverage",
     "IntegrityError",
     "InvalidArtifact",
+    "InvalidCredentials",
     "InvalidEnvelope",
     "InvalidIdentity",
     "InvalidKeyMaterial",
     "InvalidRequest",
+    "InvalidSchema",
     "MalformedInput",
     "MalformedJws",
     "MalformedSignature",
@@ -86,6 +91,7 @@ __all__ = [
     "NotParticipant",
     "NotRecipient",
     "NotYetValid",
+    "OidcLoginFailed",
     "OriginRejected",
     "OutOfOrder",
     "PayloadTooLarge",
@@ -93,8 +99,10 @@ __all__ = [
     "RateLimited",
     "ReplayDetected",
     "RequestTimeout",
+    "ResponseInvalid",
     "SeqViolation",
     "SessionNotFound",
+    "SessionRequired",
     "SignatureMissing",
     "Stale",
     "StaleDecision",
@@ -200,6 +208,41 @@ class InvalidArtifact(InvalidRequest):
     """A Baton artifact (request, bundle, decision, capsule claims) that fails its schema."""
 
     code = "invalid_artifact"
+
+
+class InvalidSchema(InvalidArtifact):
+    """A response schema outside the subset of JSON Schema that Baton checks
+    (``protocol/schema.py``): refused when the handoff is asked for, never
+    half-applied. ``pointer`` (RFC 6901, into the schema) and ``keyword`` say
+    where; both are also public (the agent must know what to drop)."""
+
+    code = "invalid_schema"
+    public_message = "response schema not supported"
+
+    def __init__(self, detail: str = "", *, pointer: str = "", keyword: str = "") -> None:
+        super().__init__(detail, public_data=_located(pointer, keyword))
+        self.pointer = pointer
+        self.keyword = keyword
+
+
+class ResponseInvalid(InvalidArtifact):
+    """A ``respond`` decision whose response does not fit the handoff's
+    ``response_schema``. ``pointer`` (RFC 6901, into the response) and
+    ``keyword`` (the schema keyword that failed) are also public: the
+    operator wrote the response and must see what to fix."""
+
+    code = "response_invalid"
+    public_message = "response does not fit the response schema"
+
+    def __init__(self, detail: str = "", *, pointer: str = "", keyword: str = "") -> None:
+        super().__init__(detail, public_data=_located(pointer, keyword))
+        self.pointer = pointer
+        self.keyword = keyword
+
+
+def _located(pointer: str, keyword: str) -> dict[str, str] | None:
+    """The public facts of a schema error (none when it names no keyword)."""
+    return {"pointer": pointer, "keyword": keyword} if keyword else None
 
 
 class InvalidEnvelope(InvalidRequest):
@@ -373,6 +416,25 @@ class ReplayDetected(AuthenticationFailed):
     code = "replay_detected"
 
 
+class OidcLoginFailed(AuthenticationFailed):
+    """An OpenID Connect login did not complete (state, nonce, issuer answer, unmapped subject)."""
+
+    code = "oidc_failed"
+
+
+class InvalidCredentials(AuthenticationFailed):
+    """A web-inbox login failed. One answer for an unknown name and a wrong
+    password, so the answer does not reveal which names exist."""
+
+    code = "invalid_credentials"
+
+
+class SessionRequired(AuthenticationFailed):
+    """A web-inbox route needs a live login session (none, expired or logged out)."""
+
+    code = "session_required"
+
+
 # --------------------------------------------------------------------------- 403
 class Forbidden(BatonError):
     """Authenticated, but not allowed."""
@@ -414,6 +476,14 @@ class OriginRejected(Forbidden):
     """A browser ``Origin`` that is not allowed (DNS rebinding; MCP transports: 403)."""
 
     code = "origin_rejected"
+
+
+class CsrfFailed(Forbidden):
+    """A state-changing web request without the session's CSRF token
+    (``X-Baton-CSRF``), or with another one."""
+
+    code = "csrf_failed"
+    public_message = "missing or wrong CSRF token"
 
 
 class NotRecipient(Forbidden):

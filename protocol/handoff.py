@@ -12,7 +12,10 @@ shape (see ``research/handoff.md`` §3-§4 for why each field exists):
 * ``requested_action`` with ``args_digest`` (SHA-256 of the RFC 8785 form of
   the arguments), so an approval is bound to exact arguments;
 * ``allowed_decisions``, an optional ``response_schema``, ``priority``,
-  ``sla`` (fail closed: ``on_expiry`` defaults to ``reject``);
+  ``sla`` (fail closed: ``on_expiry`` defaults to ``reject``). The schema
+  must be in the subset of JSON Schema that ``protocol/schema.py`` checks: a
+  request asking for any other keyword is refused (:class:`InvalidSchema`,
+  raised as it is, not wrapped), so no check it asks for is skipped;
 * ``idempotency_key``: the same key returns the same bundle and task;
 * ``pii_paths``: JSON Pointers (``*`` allowed) into the bundle document to mask;
 * an optional ``capsule`` for the operators (``application/baton-capsule+jose``).
@@ -27,6 +30,7 @@ from pydantic import Field, model_validator
 from protocol.canonical import canonical_digest
 from protocol.errors import BindingMismatch
 from protocol.model import BatonModel, Digest, JsonData, JsonPointer, Name, ShortText, Text
+from protocol.schema import check_schema
 
 __all__ = [
     "DECISION_TYPES",
@@ -132,6 +136,8 @@ class HandoffRequest(BatonModel):
             self.requested_action is None or self.requested_action.args_digest is None
         ):
             raise ValueError("'edit' needs a requested_action with arguments")
+        if self.response_schema is not None:
+            check_schema(self.response_schema)  # InvalidSchema: not a ValueError, not wrapped
         return self
 
 

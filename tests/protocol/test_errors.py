@@ -138,6 +138,12 @@ STABLE_CODES = {
     "task_not_found": 404,
     "method_not_allowed": 405,
     "misdirected_request": 421,
+    "invalid_schema": 400,
+    "response_invalid": 400,
+    "oidc_failed": 401,
+    "invalid_credentials": 401,
+    "session_required": 401,
+    "csrf_failed": 403,
 }
 
 
