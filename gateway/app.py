@@ -10,6 +10,10 @@ Routes of the data plane::
 Routes of the operator listener (TLS, no client certificate)::
 
     /inbox/api    signed operator commands (gateway/operator_api.py)
+    /inbox/...    the web inbox (gateway/web/webapp.py; ``inbox.web``, on by default)
+
+Every answer of the operator listener carries the security headers of
+``gateway/web/headers.py`` (ADR 0015).
 
 Routes of the admin listener (loopback by default)::
 
@@ -42,17 +46,29 @@ from gateway.runtime import Runtime
 from gateway.stores import Stores
 from gateway.tls import upstream_context
 from gateway.upstream import Upstream
+from gateway.web import headers as web_headers
+from gateway.web.webapp import mount as mount_web_inbox
 from keys.keyset import KeySet
 from protocol.errors import BatonError, StoreUnavailable
 from protocol.identity import OperatorId
 
-__all__ = ["GATEWAY", "HANDOFFS", "AppOptions", "admin_app", "gateway_app", "operator_app"]
+__all__ = [
+    "GATEWAY",
+    "HANDOFFS",
+    "OPERATOR_API",
+    "RUNTIME",
+    "AppOptions",
+    "admin_app",
+    "gateway_app",
+    "operator_app",
+]
 
 GATEWAY: Final = web.AppKey("gateway", Gateway)
 PUSH: Final = web.AppKey("push", PushRelay)
 INBOX: Final = web.AppKey("inbox", Inbox)
 HANDOFFS: Final = web.AppKey("handoffs", Handoffs)
 OPERATOR_API: Final = web.AppKey("operator_api", OperatorApi)
+RUNTIME: Final = web.AppKey("runtime", Runtime)
 
 log = logging.getLogger("baton.gateway")
 STORES: Final = web.AppKey("stores", Stores)
@@ -121,6 +137,7 @@ def gateway_app(
     """The data-plane application. Stores and upstream pools open on start-up."""
     limits = runtime.config.limits
     app = web.Application(client_max_size=limits.max_body_bytes)
+    app[RUNTIME] = runtime
     published = runtime.signing.public()
     if runtime.card_signing is not None and runtime.card_signing.kid not in published:
         published = published.merged(KeySet([runtime.card_signing.public]))
@@ -201,13 +218,20 @@ def gateway_app(
 
 
 def operator_app(gateway: web.Application) -> web.Application:
-    """The operator listener: ``POST /inbox/api`` (signed operator commands)."""
+    """The operator listener of the data-plane app ``gateway``: ``POST /inbox/api``
+    (signed operator commands) and, with ``inbox.web``, the web inbox."""
     app = web.Application(client_max_size=256 * 1024)
+    web_headers.install(app)
 
     async def api(request: web.Request) -> web.Response:
         return await gateway[OPERATOR_API].handle(request)
 
     app.router.add_post("/inbox/api", api)
+    runtime = gateway[RUNTIME]
+    if runtime.config.inbox.web:
+        mount_web_inbox(
+            app, runtime, lambda: (gateway[GATEWAY], gateway[HANDOFFS], gateway[OPERATOR_API])
+        )
     return app
 
 

@@ -9,6 +9,7 @@
     baton operators add NAME --queue Q [--queue Q2] [--dir DIR]
                                                     keys + one-time password for an operator
     baton operators list [--dir DIR]                operators, their queues and key folders
+    baton operators passwd NAME [--dir DIR]         a new one-time web-inbox password
     baton check-config [--dir DIR]                  validate baton.toml, keys and policy; exit
     baton serve [--dir DIR] [--workers N]           run the gateway (graceful stop on SIGTERM)
     baton transcript verify CONV [--dir DIR]        check a conversation's chain and bodies
@@ -52,6 +53,7 @@ from gateway.devdata import (
     DataFolder,
     InitError,
     init_data_folder,
+    reset_password,
     write_agent,
     write_operator,
 )
@@ -234,6 +236,25 @@ def _cmd_operators_add(args: argparse.Namespace) -> int:
     print(f"  keys      {folder.operator(name)}/ (public keys in public.jwks)")
     print(f"  password  {password}")
     print("This password is shown once and stored only as a scrypt hash: save it now.")
+    return 0
+
+
+def _cmd_operators_passwd(args: argparse.Namespace) -> int:
+    """Replace a configured operator's web-inbox password with a new one-time one.
+
+    Only its scrypt hash is stored (atomically, 0600); the old password stops
+    working when the gateway next starts (it loads the hashes once).
+    """
+    folder = DataFolder(Path(args.dir))
+    config = load_config(folder.config)
+    name = validate_name(args.name)
+    if not any(op.name == name for op in config.operators):
+        raise InitError(
+            f"no operator {name!r} in {folder.config}; add it with 'baton operators add'"
+        )
+    password = reset_password(folder, name)
+    print(f"operator:{name}: new password  {password}")
+    print("Shown once and stored only as a scrypt hash. Restart the gateway to apply it.")
     return 0
 
 
@@ -538,7 +559,12 @@ def _operators_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     add.set_defaults(run=_cmd_operators_add)
     listing = operator_commands.add_parser("list", help="operators and their queues")
     listing.set_defaults(run=_cmd_operators_list)
-    for sub in (add, listing):
+    passwd = operator_commands.add_parser(
+        "passwd", help="a new one-time web-inbox password for an operator"
+    )
+    passwd.add_argument("name")
+    passwd.set_defaults(run=_cmd_operators_passwd)
+    for sub in (add, listing, passwd):
         sub.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
 
 

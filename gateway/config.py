@@ -53,7 +53,9 @@ __all__ = [
     "BearerIssuerConfig",
     "ConfigError",
     "GatewayConfig",
+    "InboxConfig",
     "LimitsConfig",
+    "OidcConfig",
     "OperatorConfig",
     "PolicyConfig",
     "PolicyRule",
@@ -360,6 +362,85 @@ class OperatorConfig(_Section):
     #: May this operator see masked PII originals (each reveal needs a reason
     #: and is audited)? Off by default.
     reveal_pii: bool = False
+    #: The value of ``inbox.oidc.claim`` in this person's ID token ("Sign in
+    #: with OIDC"); unique across operators. None: no OIDC login.
+    oidc_subject: str | None = Field(default=None, min_length=1, max_length=512)
+
+
+class OidcConfig(_Section):
+    """``[inbox.oidc]``: "Sign in with OIDC" on the web inbox (ADR 0015).
+
+    An authorization-code flow with PKCE at ``issuer``; the ID token's
+    ``claim`` names the operator (``[[operators]] oidc_subject``). Files are
+    relative to the configuration file's folder.
+    """
+
+    issuer: str
+    client_id: str = Field(min_length=1, max_length=256)
+    #: A file holding the client secret the IdP issued (kept out of baton.toml).
+    client_secret_file: str = Field(min_length=1)
+    #: Extra CA bundle (PEM) for the issuer's TLS; empty: the system store.
+    ca_file: str = ""
+    claim: str = Field(default="sub", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    scopes: list[str] = Field(default_factory=lambda: ["openid"], min_length=1, max_length=16)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"{value!r}: write the issuer as https://host[:port][/path]")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, values: list[str]) -> list[str]:
+        if "openid" not in values:
+            raise ValueError('scopes must include "openid" (an OIDC login needs an ID token)')
+        for value in values:
+            if not value or not all(0x21 <= ord(c) <= 0x7E and c not in '"\\' for c in value):
+                raise ValueError(f"{value!r} is not a scope token (RFC 6749 s3.3)")
+        return values
+
+
+class InboxConfig(_Section):
+    """``[inbox]``: the operator web inbox on ``gateway.operator_listen`` (ADR 0015)."""
+
+    #: Serve the web app (login sessions, pages) beside ``POST /inbox/api``.
+    web: bool = True
+    #: A session unused this long ends (seconds).
+    idle_timeout_s: int = Field(default=900, ge=60, le=86400)
+    #: A session ends this long after its login, used or not (seconds).
+    session_max_s: int = Field(default=43200, ge=300, le=604800)
+    #: Password checks per operator name per window (failed or not; an
+    #: unknown name counts like a known one). Over it: 429, no check.
+    login_attempts: int = Field(default=5, ge=1, le=1000)
+    login_window_s: int = Field(default=300, ge=10, le=86400)
+    #: Password checks per client address per window (all names together).
+    login_attempts_per_address: int = Field(default=20, ge=1, le=100_000)
+    #: Browser origins (``https://host[:port]``) the web app is reached at;
+    #: a POST from any other ``Origin`` is refused. Empty: ``https://`` +
+    #: ``gateway.operator_listen`` (and ``localhost`` for a loopback one).
+    origins: list[str] = Field(default_factory=list, max_length=64)
+    oidc: OidcConfig | None = None
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parts = urlsplit(value)
+            if parts.scheme != "https" or not parts.hostname or parts.path or parts.query:
+                raise ValueError(f"{value!r} is not an https origin; write https://host[:port]")
+        return [value.lower() for value in values]
+
+    @model_validator(mode="after")
+    def _lifetimes(self) -> InboxConfig:
+        if self.idle_timeout_s > self.session_max_s:
+            raise ValueError(
+                f"idle_timeout_s ({self.idle_timeout_s}) is over session_max_s "
+                f"({self.session_max_s}); lower idle_timeout_s or raise session_max_s"
+            )
+        return self
 
 
 class ApprovalRule(_Section):
@@ -400,6 +481,7 @@ class BatonConfig(_Section):
     upstreams: list[UpstreamConfig] = Field(default_factory=list, max_length=10_000)
     queues: list[QueueConfig] = Field(default_factory=list, max_length=1000)
     operators: list[OperatorConfig] = Field(default_factory=list, max_length=10_000)
+    inbox: InboxConfig = InboxConfig()
     policy: PolicyConfig = PolicyConfig()
 
     @field_validator("trust_domain")
@@ -462,6 +544,17 @@ class BatonConfig(_Section):
                         f"operators[{index}].queues {queue_name!r} is not a configured queue; "
                         "add it under [[queues]] or fix the name"
                     )
+        subjects: dict[str, int] = {}
+        for index, operator in enumerate(self.operators):
+            if operator.oidc_subject is None:
+                continue
+            if operator.oidc_subject in subjects:
+                raise ValueError(
+                    f"operators[{index}].oidc_subject {operator.oidc_subject!r} is also "
+                    f"operators[{subjects[operator.oidc_subject]}]'s; each person signs in "
+                    "as one operator: give each its own subject"
+                )
+            subjects[operator.oidc_subject] = index
         for index, hold in enumerate(self.policy.require_approval):
             where = f"policy.require_approval[{index}]"
             if hold.upstream not in upstreams:

@@ -72,7 +72,8 @@ from gateway.demo_kit import (
     sign_request,
     start_site,
 )
-from gateway.devdata import SAMPLE_APPROVALS, AgentMaterial, DataFolder
+from gateway.devdata import SAMPLE_APPROVALS, AgentMaterial, DataFolder, reset_password
+from gateway.inbox_client import operator_url
 from gateway.inspect import trace_lines, verify_audit, verify_conversation
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, load_runtime
@@ -625,10 +626,26 @@ def _next_steps(demo: _Demo, runtime: Runtime, refunds: Refunds, p: Printer) -> 
         f"Then work the queue as {s.operator}: baton inbox --dir {d} --operator {s.operator} "
         "list (claim, show, decide ID approve|edit|reject as above)"
     )
+    _web_inbox(demo, p)
+
+
+def _web_inbox(demo: _Demo, p: Printer) -> None:
+    """How to open the web inbox, with a new one-time password for the sample
+    operator (the one ``baton init`` printed may be long gone; only the new
+    one's scrypt hash is stored)."""
+    s = SAMPLE_APPROVALS
+    d = demo.root
+    password = reset_password(demo.folder, s.operator)
+    keys = demo.folder.operator(s.operator)
+    p.say("")
+    p.say(f"Web inbox, once 'baton serve --dir {d}' runs: {operator_url(demo.config)}/inbox/")
     p.say(
-        f"Web inbox: coming in issue 6; {s.operator} logs in with the one-time password "
-        "'baton init' printed"
+        f"  your browser must trust the development CA {demo.folder.ca_cert} "
+        "(or accept its certificate once)"
     )
+    p.say(f"  sign in as {s.operator} with the one-time password {password}")
+    p.say(f"  then import {keys / 'signing.jwks'} and {keys / 'encryption.jwks'} when it asks")
+    p.say("  (the password is shown once and stored only as a scrypt hash)")
 
 
 def run_demo(root: Path, out: TextIO) -> None:

@@ -490,7 +490,7 @@ class Refunds:
     async def _operator(self, bundle_id: str) -> None:
         s, p = SAMPLE_APPROVALS, self.p
         p.say("")
-        p.say(f"{s.operator} handles it from the CLI (web inbox: coming in issue 6).")
+        p.say(f"{s.operator} handles it from the CLI here (the web inbox is at the end).")
         p.say(
             f"The demo runs these commands itself, adding --url {self.operator_url} (its "
             "operator listener); against 'baton serve' they find gateway.operator_listen:"

@@ -76,6 +76,7 @@ __all__ = [
     "OperatorMaterial",
     "SampleApprovals",
     "init_data_folder",
+    "reset_password",
     "write_operator",
 ]
 
@@ -352,6 +353,21 @@ def write_agent(
     save_private_jwks(target / "signing.jwks", signing)
     save_private_jwks(target / "encryption.jwks", encryption)
     save_jwks(target / "public.jwks", signing.public().merged(encryption.public()))
+
+
+def reset_password(folder: DataFolder, name: str) -> str:
+    """Give operator ``name`` a new one-time web-inbox password; return it.
+
+    Only its scrypt hash is written (atomically, mode 0600); the value cannot
+    be recovered later. A running gateway loads the hashes at start-up, so
+    the old password works there until it restarts.
+    """
+    target = folder.operator(name)
+    if not target.is_dir():
+        raise InitError(f"operator {name!r} has no key folder: run 'baton operators add {name}'")
+    password = generate_password()
+    write_private_file(target / LOGIN_HASH_FILE, (hash_password(password) + "\n").encode("ascii"))
+    return password
 
 
 def write_operator(folder: DataFolder, name: str, *, now: dt.datetime) -> str:

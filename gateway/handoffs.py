@@ -18,17 +18,21 @@ queue: its holder can no longer act under its fencing token anyway).
 What the gateway keeps in clear beside the ciphertext (``sealed_bundle`` is a
 JSON object ``{jwe, reveals, terms}``) is only what it needs to act without
 opening the bundle: the allowed decisions, the digest of the arguments asked
-about, trigger, priority and reason code, and, for a held call, which call it
-holds. Arguments, transcript bodies and PII exist only inside the JWE.
+about, the response schema (a ``respond`` decision is validated against it
+before it is recorded), trigger, priority and reason code, and, for a held
+call, which call it holds. Arguments, transcript bodies and PII exist only
+inside the JWE. Records stored before ``response_schema`` was kept read it
+as ``None`` (no schema).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import secrets
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -133,6 +137,9 @@ class Terms:
         return {
             "allowed_decisions": list(self.decision.allowed_decisions),
             "args_digest": self.decision.args_digest,
+            "response_schema": None
+            if self.decision.response_schema is None
+            else dict(self.decision.response_schema),
             "trigger": self.trigger,
             "priority": self.priority,
             "reason_code": self.reason_code,
@@ -143,7 +150,11 @@ class Terms:
     def from_json(cls, value: Mapping[str, Any]) -> Terms:
         gated = value.get("gated")
         return cls(
-            DecisionTerms(tuple(value["allowed_decisions"]), value.get("args_digest")),
+            DecisionTerms(
+                tuple(value["allowed_decisions"]),
+                value.get("args_digest"),
+                value.get("response_schema"),  # None in records stored before it was kept
+            ),
             str(value["trigger"]),
             int(value["priority"]),
             str(value["reason_code"]),
@@ -214,6 +225,7 @@ class Handoffs:
         self.on_outcome: Callable[[InboxRecord], Coroutine[Any, Any, None]] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._queue_watchers: dict[str, set[asyncio.Event]] = {}
 
     # ------------------------------------------------------------------ open
     def queue(self, name: str) -> QueueConfig:
@@ -505,7 +517,10 @@ class Handoffs:
         """
         requeued = expired = 0
         for name in self.queues:
-            requeued += len(await self.store.requeue_lapsed(name, now=now, limit=_SWEEP_PAGE))
+            returned = await self.store.requeue_lapsed(name, now=now, limit=_SWEEP_PAGE)
+            if returned:
+                self._notify_queue(name)  # no event is appended for a lapsed lease
+            requeued += len(returned)
             for record in await self.store.expire_due(name, now=now, limit=_SWEEP_PAGE):
                 await self._expired(record, now)
                 expired += 1
@@ -533,6 +548,29 @@ class Handoffs:
 
     def _notify(self, bundle_id: str) -> None:
         for event in self._watchers.get(bundle_id, ()):
+            event.set()
+
+    @contextlib.contextmanager
+    def watching_queues(self, queues: Collection[str]) -> Iterator[asyncio.Event]:
+        """An event this process sets whenever a bundle of one of ``queues``
+        changes here (an appended lifecycle event, a lapsed lease returned by
+        the sweep); the watcher clears it. As with :meth:`wait_for_change`,
+        other gateways' changes are seen only by re-reading the store."""
+        event = asyncio.Event()
+        for queue in queues:
+            self._queue_watchers.setdefault(queue, set()).add(event)
+        try:
+            yield event
+        finally:
+            for queue in queues:
+                watchers = self._queue_watchers.get(queue)
+                if watchers is not None:
+                    watchers.discard(event)
+                    if not watchers:
+                        del self._queue_watchers[queue]
+
+    def _notify_queue(self, queue: str) -> None:
+        for event in self._queue_watchers.get(queue, ()):
             event.set()
 
     # ------------------------------------------------------------- events
@@ -589,6 +627,7 @@ class Handoffs:
                     record.bundle_id, sign_event(event, self._signing_key), seq=len(tokens)
                 )
                 self._notify(record.bundle_id)
+                self._notify_queue(record.queue)
                 return
             except ChainConflict:
                 continue

@@ -19,7 +19,9 @@ Invariants:
 * a decision binds to what the operator was shown: the opened bundle's digest
   and version, the lease's fencing token, and, for an approval, the signed
   request's ``args_digest`` (which must equal the gateway's clear copy); the
-  client refuses to sign unless this operator holds the live lease;
+  client refuses to sign unless this operator holds the live lease, or a
+  ``respond`` whose response does not fit the signed request's
+  ``response_schema`` (``protocol/schema.py``, as the gateway checks it);
 * a revealed PII value is printed only after it matched the signed salted
   commitment (:func:`protocol.pii.verify_reveal`);
 * text that agents wrote is printed with control and bidirectional-formatting
@@ -73,6 +75,7 @@ from protocol.errors import (
     InvalidRequest,
     MalformedJws,
     PolicyDenied,
+    ResponseInvalid,
     StaleDecision,
     TaskNotFound,
     UnknownKeyId,
@@ -82,6 +85,7 @@ from protocol.identity import gateway_id
 from protocol.lifecycle import LifecycleEvent, verify_events
 from protocol.operator import COMMAND_MEDIA_TYPE, CommandOp, make_command_at, sign_command
 from protocol.pii import MaskedField, verify_reveal
+from protocol.schema import validate
 
 __all__ = [
     "API_PATH",
@@ -94,6 +98,7 @@ __all__ = [
     "export",
     "format_time",
     "load_client_config",
+    "operator_url",
 ]
 
 API_PATH: Final = "/inbox/api"
@@ -120,7 +125,8 @@ class ClientConfig:
     clock: Callable[[], float] = time.time
 
 
-def _default_url(config: BatonConfig) -> str:
+def operator_url(config: BatonConfig) -> str:
+    """``https://`` + ``gateway.operator_listen`` (a wildcard host as loopback)."""
     listen = config.gateway.operator_listen
     if not listen:
         raise ConfigError("gateway.operator_listen is empty (no operator listener): pass --url")
@@ -156,7 +162,7 @@ def load_client_config(
     if entry is None:
         raise InitError(f"no operator {operator!r} in {folder.config} ([[operators]])")
     return ClientConfig(
-        url=_check_url(url) if url else _default_url(config),
+        url=_check_url(url) if url else operator_url(config),
         audience=str(gateway_id(config.trust_domain, config.gateway.name)),
         operator=folder.load_operator(operator),
         serves=tuple(entry.queues),
@@ -586,12 +592,28 @@ def decision_body(
     elif kind == "respond":
         if response is None:
             raise InvalidRequest("respond needs the answer: --response JSON")
-        fields["response"] = _json_option(response, "--response")
+        answer = _json_option(response, "--response")
+        if request.response_schema is not None:
+            _check_response(answer, request.response_schema)
+        fields["response"] = answer
     elif kind == "reroute":
         if not to_queue:
             raise InvalidRequest("reroute needs the queue: --to-queue QUEUE")
         fields["reroute_queue"] = to_queue
     return DecisionBody.build(**fields)
+
+
+def _check_response(answer: Any, schema: Mapping[str, Any]) -> None:
+    """Refuse to sign a response the gateway and the agent would refuse: it
+    must fit the signed request's ``response_schema`` (``protocol/schema.py``)."""
+    try:
+        validate(answer, schema)
+    except ResponseInvalid as exc:  # the detail names the JSON Pointer and the keyword
+        raise ResponseInvalid(
+            f"--response does not fit the response schema: {exc.detail}",
+            pointer=exc.pointer,
+            keyword=exc.keyword,
+        ) from None
 
 
 def _json_option(text: str, option: str) -> Any:

@@ -11,6 +11,12 @@ and no password: the operator's signing key is the credential. Per request:
 3. the operator must serve the command's queue (403 otherwise);
 4. the action, through :class:`~gateway.handoffs.Handoffs`; one audit event.
 
+The web inbox (``gateway/web/webapp.py``) sends the same commands to
+``POST /inbox/web/command`` behind a login session; :meth:`OperatorApi.handle`
+runs the same steps for it with ``session_operator`` set, and refuses (403,
+audited, before the nonce is claimed or anything else happens) a command
+whose signer is not the session's operator.
+
 Answers are JSON. The gateway hands out ciphertext only: ``show`` returns the
 bundle JWE encrypted to the queue's operators, ``reveal`` the encrypted PII
 originals after auditing the reason; the operator's client decrypts locally.
@@ -52,11 +58,19 @@ class OperatorApi:
         self._operators = KeyDirectory(runtime.operator_keys)
         self._serves = serves  # operator identity -> queues
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(
+        self, request: web.Request, *, session_operator: str | None = None
+    ) -> web.Response:
+        """One signed command: admission, dispatch, audit (the module docstring).
+
+        ``session_operator``: the web inbox's logged-in operator; the command
+        must then be signed by that operator (:class:`Forbidden` otherwise).
+        """
         gateway = self._gateway
         ctx = gateway.context(request)
+        ctx.peer = session_operator
         try:
-            command = await self._admit(request, ctx)
+            command = await self._admit(request, ctx, session_operator)
             result = await self._dispatch(ctx, command)
         except BatonError as exc:
             return await self._refuse(ctx, exc)
@@ -65,7 +79,9 @@ class OperatorApi:
             body=json.dumps(result, separators=(",", ":")), content_type="application/json"
         )
 
-    async def _admit(self, request: web.Request, ctx: RequestContext) -> OperatorCommand:
+    async def _admit(
+        self, request: web.Request, ctx: RequestContext, session_operator: str | None
+    ) -> OperatorCommand:
         if request.content_type != COMMAND_MEDIA_TYPE:
             raise InvalidRequest(f"send one {COMMAND_MEDIA_TYPE} body")
         if (request.content_length or 0) > _MAX_BODY:
@@ -79,6 +95,10 @@ class OperatorApi:
             now=now,
         )  # fmt: skip
         command = verified.command
+        if session_operator is not None and command.operator != session_operator:
+            raise Forbidden(
+                f"command signed by {command.operator} sent in {session_operator}'s session"
+            )
         ctx.peer = command.operator
         ctx.upstream = f"inbox:{command.queue}"
         first = await self._gateway.stores.nonces.claim(

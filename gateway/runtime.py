@@ -20,7 +20,7 @@ from gateway.config import (
     OperatorConfig,
     RateLimitConfig,
 )
-from gateway.devdata import CARD_SIGNING_FILE, DataFolder
+from gateway.devdata import CARD_SIGNING_FILE, LOGIN_HASH_FILE, DataFolder
 from gateway.stores import Stores, open_stores
 from keys.atrest import StoreCipher
 from keys.bearer import BearerIssuer
@@ -28,6 +28,7 @@ from keys.errors import KeysError
 from keys.files import load_jwks, load_private_jwks
 from keys.keyset import KeySet, PrivateKeySet
 from keys.material import ENCRYPTION_ALG, PrivateKey
+from keys.passwords import PasswordHash
 from keys.strictjson import loads_object
 from keys.x509 import TrustAnchors
 from protocol.directory import KeyDirectory
@@ -87,6 +88,10 @@ class Runtime:
     approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     #: Operators allowed to reveal masked PII (``reveal_pii = true``).
     revealers: frozenset[str] = frozenset()
+    #: Operator name -> its local-account login (scrypt PHC string), for the
+    #: web inbox (``inbox.web``); an operator without a ``password`` file has
+    #: no local login (OIDC only).
+    login_hashes: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def ca_file(self) -> Path:
@@ -237,6 +242,47 @@ def _queue_keys(
     return recipients, signing, deciders
 
 
+def _login_hashes(config: BatonConfig, folder: DataFolder) -> dict[str, str]:
+    """Operators' local-account hashes, parsed and bounds-checked now (a broken
+    file stops start-up instead of failing each login)."""
+    if not config.inbox.web:
+        return {}
+    hashes = {}
+    for operator in config.operators:
+        path = folder.operator(operator.name) / LOGIN_HASH_FILE
+        if not path.exists():
+            continue
+        try:
+            encoded = folder.load_login_hash(operator.name)
+            PasswordHash.decode(encoded)
+        except (KeysError, OSError) as exc:
+            raise ConfigError(
+                f"operators.{operator.name}: {path}: {exc}; remove the file (no local "
+                "login) or set a new password for the operator"
+            ) from exc
+        hashes[operator.name] = encoded
+    return hashes
+
+
+def _check_oidc_files(config: BatonConfig, root: Path) -> None:
+    oidc = config.inbox.oidc
+    if oidc is None:
+        return
+    secret = Path(oidc.client_secret_file)
+    _load(
+        "inbox.oidc.client_secret_file",
+        secret if secret.is_absolute() else root / secret,
+        "write the client secret your identity provider issued into it (mode 0600)",
+    )
+    if oidc.ca_file:
+        ca = Path(oidc.ca_file)
+        _load(
+            "inbox.oidc.ca_file",
+            ca if ca.is_absolute() else root / ca,
+            "point it at the PEM CA bundle of the issuer, or remove the key",
+        )
+
+
 def load_runtime(config: BatonConfig, root: Path) -> Runtime:
     """Load keys, certificates and policy for ``config`` (its folder is ``root``)."""
     config.require_serving_policy()
@@ -266,6 +312,7 @@ def load_runtime(config: BatonConfig, root: Path) -> Runtime:
         policy = _agent(config, folder, agent)
         agents[policy.identity] = policy
     queue_keys, operator_keys, queue_deciders = _queue_keys(config, folder)
+    _check_oidc_files(config, root)
     rules = [
         Rule(
             rule.caller,
@@ -329,4 +376,5 @@ def load_runtime(config: BatonConfig, root: Path) -> Runtime:
         revealers=frozenset(
             str(OperatorId(operator.name)) for operator in config.operators if operator.reveal_pii
         ),
+        login_hashes=MappingProxyType(_login_hashes(config, folder)),
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
+from gateway.devdata import DataFolder
 from keys.files import load_private_jwks
 from keys.passwords import verify_password
 
@@ -207,7 +208,12 @@ def test_demo_runs_the_real_data_plane(home: Path, capsys: pytest.CaptureFixture
     for command in (f"baton trace {conversation}", "baton audit verify", "baton serve"):
         assert f"{command} --dir {home}" in out
     assert (home / "baton.toml").read_bytes() == config, "the user's config is never rewritten"
-    _found(r"^Web inbox: coming in issue 6; demo-operator logs in with the one-time password", out)
+    # It ends with the web inbox: its URL and a new one-time login that works.
+    _found(r"^Web inbox, once 'baton serve --dir .*' runs: https://127\.0\.0\.1:8444/inbox/$", out)
+    password = _found(r"^  sign in as demo-operator with the one-time password (\S+)$", out)
+    stored = DataFolder(home).load_login_hash("demo-operator")
+    assert verify_password(password, stored)
+    assert password not in stored
 
     # The export the demo wrote verifies offline, with nothing running.
     export = home / ".baton" / "exports" / f"{bundle}.json"
@@ -269,7 +275,7 @@ def _check_refund_lines(home: Path, out: str) -> str:
     _found(rf"^      {bundle}: ok \(handoff export, bundle version 1\)$", out)
     _found(r"^        lifecycle  queued -> claimed -> decided -> delivered -> acknowledged ", out)
     _found(r"^        decision   approve by operator:demo-operator \(key ", out)
-    assert "(web inbox: coming in issue 6)" in out
+    assert "handles it from the CLI here (the web inbox is at the end)" in out
     return bundle
 
 

@@ -132,6 +132,7 @@ def _config(
     webhooks: str,
     gateway_extra: str,
     assistant_extra: str = "",
+    operator: int = 8444,
 ) -> str:
     methods = json.dumps(MCP_METHODS)
     return f"""
@@ -140,6 +141,7 @@ trust_domain = "{TRUST_DOMAIN}"
 [gateway]
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin}"
+operator_listen = "127.0.0.1:{operator}"
 drain_timeout_s = 5
 {gateway_extra}
 
@@ -211,6 +213,8 @@ class Fleet:
     a2a_seen: Recorded
     a2a_control: Any = None
     operator_port: int = 0
+    #: Operator name -> its one-time web-inbox password (``write_operator``).
+    passwords: dict[str, str] = field(default_factory=dict)
 
     @property
     def base(self) -> str:
@@ -313,7 +317,7 @@ async def start_fleet(
             a2a_seen,
         ),
     ):
-        port, admin_port = free_port(), free_port()
+        port, admin_port, operator_port = free_port(), free_port(), free_port()
         folder.config.write_text(
             _config(
                 port,
@@ -323,12 +327,15 @@ async def start_fleet(
                 webhooks=json.dumps(list(webhooks)),
                 gateway_extra=gateway_extra,
                 assistant_extra=assistant_extra,
+                operator=operator_port,
             )
             + extra,
             encoding="utf-8",
         )
-        for operator in operators:
-            write_operator(folder, operator, now=dt.datetime.now(dt.UTC))
+        passwords = {
+            operator: write_operator(folder, operator, now=dt.datetime.now(dt.UTC))
+            for operator in operators
+        }
         runtime = load_runtime(load(folder.config), folder.root)
         metrics = Metrics()
         app = gateway_app(runtime, metrics, AppOptions(sweep_interval_s=0))
@@ -344,7 +351,6 @@ async def start_fleet(
         admin = web.AppRunner(admin_app(app, metrics), access_log=None)
         await admin.setup()
         await web.TCPSite(admin, "127.0.0.1", admin_port).start()
-        operator_port = free_port()
         operator_runner = web.AppRunner(operator_app(app), access_log=None)
         await operator_runner.setup()
         operator_tls = operator_context(cert_file=runtime.cert_file, key_file=runtime.key_file)
@@ -363,6 +369,7 @@ async def start_fleet(
                 a2a_seen,
                 holder.get("control"),
                 operator_port,
+                passwords,
             )
         finally:
             await operator_runner.cleanup()

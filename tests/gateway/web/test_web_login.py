@@ -1,0 +1,200 @@
+"""Local-account login on the web inbox (ADR 0015; gateway/web/login.py).
+
+A wrong password and an unknown name get the same answer; limits per name
+and per client address answer 429 and stop checking passwords (the right
+password is refused too) until the window passes; the login needs this
+listener's ``Origin`` and a strict JSON body. Every outcome is audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.app import RUNTIME
+from gateway.cli import main
+from gateway.config import load
+from gateway.devdata import init_data_folder
+from gateway.runtime import load_runtime
+from gateway.web.login import CONCURRENCY, DUMMY_HASH, LocalLogin
+from keys.passwords import DEFAULT_PARAMS, PasswordHash, verify_password
+from tests.gateway.web.webkit import Answer, Clock, Made, WebGateway, serve_web, sqlite_store
+
+pytestmark = pytest.mark.timeout(180)
+LIMITS = "login_attempts = 3\nlogin_window_s = 300\nlogin_attempts_per_address = {}"
+
+
+@pytest.fixture
+async def limited(
+    made: Made, tmp_path: Path, clock: Clock, request: pytest.FixtureRequest
+) -> AsyncIterator[WebGateway]:
+    """Three checks per name and (indirect parameter; default 20) per address."""
+    per_address = getattr(request, "param", 20)
+    async with serve_web(
+        made, tmp_path / "scratch", store=sqlite_store(tmp_path / "baton.db"), clock=clock,
+        inbox=LIMITS.format(per_address),
+    ) as running:  # fmt: skip
+        yield running
+
+
+def _comparable(answer: Answer) -> tuple[int, bytes, list[tuple[str, str]]]:
+    headers = sorted((k, v) for k, v in answer.headers.items() if k not in ("Date",))
+    return answer.status, answer.body, headers
+
+
+async def test_the_right_password_opens_a_session(gw: WebGateway) -> None:
+    async with gw.browser() as browser:
+        answer = await browser.login("carol")
+        assert answer.status == 200
+        assert answer.json()["queues"] == ["disputes"]
+    [event] = [e for e in await gw.audit_events() if e.event == "web.login"]
+    assert (event.outcome, event.peer) == ("accepted", "operator:carol")
+
+
+async def test_a_wrong_password_and_an_unknown_name_look_the_same(gw: WebGateway) -> None:
+    async with gw.browser() as browser:
+        wrong = await browser.login("alice", "not-the-password")
+        unknown = await browser.login("mallory", "not-the-password")
+        invalid = await browser.login("NOT A NAME", "x")
+    assert wrong.status == 401
+    assert wrong.json() == {
+        "error": {
+            "code": "invalid_credentials",
+            "message": "authentication failed",
+            "retryable": False,
+        }
+    }
+    assert _comparable(wrong) == _comparable(unknown) == _comparable(invalid)
+    assert wrong.set_cookies == []
+    rejected = [(e.outcome, e.reason) for e in await gw.audit_events() if e.event == "web.login"]
+    assert rejected == [("rejected", "invalid_credentials")] * 3
+
+
+async def test_the_name_limit_answers_429_and_stops_checking(limited: WebGateway) -> None:
+    async with limited.browser() as browser:
+        for _ in range(3):
+            assert (await browser.login("alice", "guess")).status == 401
+        over = await browser.login("alice")  # the right password, over the limit
+        assert over.status == 429
+        assert over.json()["error"]["code"] == "rate_limited"
+        assert over.json()["error"]["retryable"] is True
+        assert 1 <= int(over.headers["Retry-After"]) <= 300
+        assert over.set_cookies == []
+        # Unknown names are limited like known ones (the limit says nothing).
+        for _ in range(3):
+            assert (await browser.login("mallory", "guess")).status == 401
+        assert (await browser.login("mallory", "guess")).status == 429
+        # Other names are not locked by alice's limit.
+        assert (await browser.login("bob")).status == 200
+        limited.clock.advance(300)  # the next window
+        assert (await browser.login("alice")).status == 200
+    reasons = [e.reason for e in await limited.audit_events() if e.event == "web.login"]
+    assert reasons.count("rate_limited") == 2
+
+
+@pytest.mark.parametrize("limited", [6], indirect=True)
+async def test_the_address_limit_covers_every_name(limited: WebGateway) -> None:
+    async with limited.browser() as browser:
+        for name in ("n1", "n2", "n3", "n4", "n5", "n6"):
+            assert (await browser.login(name, "guess")).status == 401
+        assert (await browser.login("carol")).status == 429
+
+
+async def test_a_login_needs_this_listeners_origin(gw: WebGateway) -> None:
+    async with gw.browser() as browser:
+        missing = await browser.login("alice", origin=False)
+        assert missing.status == 403
+        assert missing.json()["error"]["code"] == "origin_rejected"
+        foreign = await browser.login("alice", headers={"Origin": "https://evil.example"})
+        assert foreign.status == 403 and foreign.set_cookies == []
+        # localhost names the same loopback listener.
+        local = await browser.login(
+            "alice", headers={"Origin": f"https://localhost:{gw.operator_port}"}
+        )
+        assert local.status == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"name": "alice", "password": "x"}', "text/plain"),
+        (b"name=alice&password=x", "application/x-www-form-urlencoded"),
+        (b'{"name": "alice"}', "application/json"),
+        (b'{"name": "alice", "password": "x", "password": "y"}', "application/json"),
+        (b'{"name": "alice", "password": "x", "admin": true}', "application/json"),
+        (b'{"name": "alice", "password": 1}', "application/json"),
+        (b"[]", "application/json"),
+    ],
+)
+async def test_a_malformed_login_is_400(gw: WebGateway, body: bytes, content_type: str) -> None:
+    async with gw.browser() as browser:
+        answer = await browser.request(
+            "POST", "/inbox/session/login", body=body, headers={"Content-Type": content_type}
+        )
+    assert answer.status == 400, answer.body
+    assert answer.set_cookies == []
+
+
+async def test_an_oversized_login_is_413(gw: WebGateway) -> None:
+    body = b'{"name": "alice", "password": "' + b"x" * 9000 + b'"}'
+    async with gw.browser() as browser:
+        answer = await browser.request(
+            "POST", "/inbox/session/login", body=body,
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+    assert answer.status == 413
+
+
+def test_the_dummy_hash_costs_what_an_account_costs_and_matches_nothing() -> None:
+    parsed = PasswordHash.decode(DUMMY_HASH)
+    assert parsed.params == DEFAULT_PARAMS
+    assert not verify_password("", DUMMY_HASH)
+    assert not verify_password("baton-no-account", DUMMY_HASH)
+
+
+async def test_parallel_logins_share_a_bounded_pool(gw: WebGateway) -> None:
+    """More logins than scrypt slots at once: every one is answered correctly."""
+    assert CONCURRENCY == 2
+    async with gw.browser() as browser:
+        answers = await asyncio.gather(
+            *(browser.login(name) for name in ("alice", "bob", "carol", "alice")),
+            browser.login("bob", "wrong"),
+        )
+    assert [a.status for a in answers] == [200, 200, 200, 200, 401]
+
+
+async def test_login_checks_against_the_loaded_hashes(gw: WebGateway) -> None:
+    login = LocalLogin(
+        {"alice": gw.app[RUNTIME].login_hashes["alice"]},
+        gw.stores.rates,
+        attempts=5,
+        attempts_per_address=5,
+        window_s=60,
+    )
+    assert await login.verify("alice", gw.made.passwords["alice"], address="a", now=0) == "alice"
+    assert set(gw.app[RUNTIME].login_hashes) == {"alice", "bob", "carol"}
+
+
+def test_operators_passwd_replaces_the_login_with_a_new_one_time_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    issued: dict[str, str] = {}
+    folder = init_data_folder(
+        tmp_path, trust_domain="baton.local", force=False, now=dt.datetime.now(dt.UTC),
+        on_password=issued.__setitem__,
+    )  # fmt: skip
+    [(name, old)] = issued.items()
+    assert main(["operators", "passwd", name, "--dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    new = re.search(r"new password  (\S+)", printed)
+    assert new is not None and new[1] != old
+    stored = folder.load_login_hash(name)
+    assert verify_password(new[1], stored) and not verify_password(old, stored)
+    runtime = load_runtime(load(folder.config), folder.root)
+    assert runtime.login_hashes[name] == stored
+    assert main(["operators", "passwd", "nobody", "--dir", str(tmp_path)]) == 1
