@@ -58,15 +58,15 @@ def spki_pin(cert_file: Path) -> str:
 
 
 @asynccontextmanager
-async def chromium(cert_file: Path) -> AsyncIterator[Any]:
-    """A headless Chromium that trusts only the gateway's certificate."""
+async def chromium(*cert_files: Path) -> AsyncIterator[Any]:
+    """A headless Chromium that trusts only these servers' certificates."""
     require_browser()
     from playwright.async_api import async_playwright
 
+    pins = ",".join(spki_pin(cert_file) for cert_file in cert_files)
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[f"--ignore-certificate-errors-spki-list={spki_pin(cert_file)}"],
+            executable_path=CHROMIUM, args=[f"--ignore-certificate-errors-spki-list={pins}"]
         )
         try:
             yield browser

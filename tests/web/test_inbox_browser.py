@@ -63,6 +63,28 @@ name = "bob"
 queues = ["refunds"]
 """
 WAIT_MS = 20_000
+#: In the page: sign an approval with this operator's own keys, bound to the
+#: bundle as listed and its current lease, and send it; the gateway's answer.
+FORGED_DECISION = """async (bundleId) => {
+    const { getSession, Operator } = await import('/inbox/static/api.js');
+    const { loadKeys } = await import('/inbox/static/js/keystore.js');
+    const { makeDecision, signDecision } = await import('/inbox/static/js/decision.js');
+    const session = await getSession();
+    const op = new Operator(session, await loadKeys(session.operator));
+    const [b] = (await op.list()).filter((s) => s.bundle_id === bundleId);
+    const body = { type: 'approve', commitment: 'agreed', arguments: null,
+                   args_digest: b.args_digest, response: null, reroute_queue: null,
+                   message: null };
+    const decision = makeDecision(
+        { bundleId, bundleDigest: b.bundle_digest, bundleVersion: b.version,
+          fencingToken: b.lease.fencing_token },
+        body, { operator: session.operator, now: Date.now() / 1000 });
+    const token = await signDecision(decision, op.keys.signing);
+    try {
+        await op.command('decide', { queue: b.queue, bundleId, decision: token });
+        return 'accepted';
+    } catch (e) { return `${e.status} ${e.code}`; }
+}"""
 SERVER_LOGGERS = frozenset({"baton", "aiohttp", "gateway", "protocol", "adapters", "keys"})
 SUPPORT = str(agent_id(TRUST_DOMAIN, "support"))
 
@@ -238,13 +260,12 @@ async def test_an_operator_works_a_handoff_in_the_browser(
             await _bundle_page(bob, fleet, bundle_id)
             await bob.click("#claim")
             error = await bob.wait_for_selector(".flash.error", timeout=WAIT_MS)
-            assert (
-                "conflict" in (await error.inner_text()).lower()
-                or "claim" in (await error.inner_text()).lower()
-            )
+            assert (await error.inner_text()).endswith("(conflict)")
             why = await bob.inner_text("#decide-why")
             assert "claimed by operator:alice" in why
             assert await bob.locator("#decide-form").count() == 0
+            # Nor can bob's browser get a decision past the gateway by hand.
+            assert await bob.evaluate(FORGED_DECISION, bundle_id) == "409 stale_decision"
 
             # Reveal the card with a reason: audited, checked against the commitment.
             await masked.locator(".reveal-reason").fill("card holder verification")

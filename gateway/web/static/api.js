@@ -34,7 +34,7 @@ async function answer(response, what) {
   const error = body && typeof body === "object" ? body.error : null;
   const code = error && typeof error.code === "string" ? error.code : "http_" + response.status;
   const message = error && typeof error.message === "string" ? error.message : response.statusText;
-  throw new ApiError(response.status, code, `${what}: ${message}`);
+  throw new ApiError(response.status, code, `${what}: ${message} (${code})`);
 }
 
 /** The live session, or null (401). */

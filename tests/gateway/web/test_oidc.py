@@ -1065,3 +1065,31 @@ def test_issuer_keys_take_what_can_be_used() -> None:
         issuer_keys({"keys": {}}, frozenset({"ES256"}))
     with pytest.raises(BadGateway, match="repeats kid"):
         issuer_keys({"keys": [_ec_jwk(ec_key, "a"), _ec_jwk(ec_key, "a")]}, frozenset({"ES256"}))
+
+
+@needs_provider
+async def test_an_operator_signs_in_with_oidc_in_the_browser(real: RealFlow) -> None:
+    """Debian's Chromium: the inbox's login page offers the identity provider,
+    the provider's own login and consent pages sign alice in, and the inbox
+    opens with her session (the SameSite=Strict cookie set on the callback
+    of a cross-site redirect is still sent to the inbox's own requests)."""
+    from tests.web.browser_kit import chromium, screenshot
+
+    gateway_cert = real.made.folder.gateway / "tls.pem"
+    async with chromium(gateway_cert, real.tls.issuer_cert) as chrome:
+        page = await chrome.new_page()
+        await page.goto(real.listener.url + "/inbox/")
+        await page.wait_for_url("**/inbox/login", timeout=20_000)
+        await page.click("#oidc-start")
+        await page.wait_for_url(real.provider.issuer + "/**", timeout=20_000)
+        await page.fill("input[name=login]", ALICE)
+        await page.fill("input[name=password]", "any password")
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("button[type=submit]", timeout=20_000)  # consent
+        if "/interaction/" in page.url:
+            await page.click("button[type=submit]")
+        await page.wait_for_url(real.listener.url + "/inbox/keys", timeout=20_000)
+        assert await page.inner_text("#who") == "alice"
+        await screenshot(page, "06-oidc-signed-in")
+        session = await page.evaluate("fetch('/inbox/session').then((r) => r.json())")
+    assert (session["operator"], session["method"]) == ("operator:alice", "oidc")
