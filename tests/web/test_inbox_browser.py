@@ -154,11 +154,13 @@ async def _login(browser: Any, fleet: Fleet, name: str, *, seen: list[bytes]) ->
     await page.goto(f"{fleet.operator_url}/inbox/")
     await page.wait_for_url("**/inbox/login", timeout=WAIT_MS)
     if name == "alice":
-        await screenshot(page, "01-login")
+        await screenshot(page, "00-login")
     await page.fill("#name", name)
     await page.fill("#password", fleet.passwords[name])
     await page.click("#sign-in")
     await _arrive(page, "**/inbox/keys")
+    if name == "alice":
+        await screenshot(page, "01-keys")
     folder = fleet.folder.operator(name)
     await page.set_input_files(
         "#key-files", [str(folder / "signing.jwks"), str(folder / "encryption.jwks")]
@@ -493,3 +495,20 @@ async def test_edit_shows_a_diff_a_response_is_checked_and_agent_text_stays_text
     assert payload["decision"]["type"] == "edit"
     assert payload["decision"]["arguments"] == {"order": "o-9", "amount": 100}
     assert payload["decision"]["args_digest"] == canonical_digest({"order": "o-9", "amount": 100})
+
+
+async def test_signing_out_ends_the_session_and_its_stream(fleet: Fleet) -> None:
+    async with chromium(fleet.app[GATEWAY].runtime.cert_file) as browser:
+        page = await _login(browser, fleet, "alice", seen=[])
+        await page.click("#logout")
+        await _arrive(page, "**/inbox/login")
+        status = await page.evaluate("fetch('/inbox/session').then((r) => r.status)")
+        assert status == 401
+        await page.goto(f"{fleet.operator_url}/inbox/")
+        await _arrive(page, "**/inbox/login")
+        # The keys stay in this browser for the next sign-in; the session does not.
+        await page.fill("#name", "alice")
+        await page.fill("#password", fleet.passwords["alice"])
+        await page.click("#sign-in")
+        await _arrive(page, f"{fleet.operator_url}/inbox/")
+        await page.wait_for_selector("#live.live", timeout=WAIT_MS)

@@ -32,6 +32,10 @@ async function answer(response, what) {
   }
   if (response.ok) return body;
   const error = body && typeof body === "object" ? body.error : null;
+  if (response.status === 401 && error && error.code === "session_required") {
+    // The session ended (idle timeout, sign-out elsewhere): sign in again.
+    window.location.assign("/inbox/login");
+  }
   const code = error && typeof error.code === "string" ? error.code : "http_" + response.status;
   const message = error && typeof error.message === "string" ? error.message : response.statusText;
   throw new ApiError(response.status, code, `${what}: ${message} (${code})`);
@@ -129,7 +133,8 @@ export class Operator {
 
 /**
  * Follow the queue stream (server-sent events): `onSnapshot({now, bundles})`
- * for every snapshot; `onState("live" | "reconnecting")`. Returns a stop function.
+ * for every snapshot; `onState("live" | "reconnecting" | "closed")` (closed: the
+ * gateway refused the stream, e.g. the session ended). Returns a stop function.
  */
 export function followQueue(onSnapshot, onState) {
   const source = new EventSource("/inbox/web/events");
@@ -143,6 +148,8 @@ export function followQueue(onSnapshot, onState) {
     if (snapshot && Array.isArray(snapshot.bundles)) onSnapshot(snapshot);
   });
   source.addEventListener("open", () => onState("live"));
-  source.addEventListener("error", () => onState("reconnecting"));
+  source.addEventListener("error", () =>
+    onState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting"),
+  );
   return () => source.close();
 }

@@ -5,7 +5,7 @@
 // deadlines, lease), never bundle content. Filters and counts are computed
 // here; a new snapshot re-renders the table without reloading the page.
 
-import { followQueue } from "../api.js";
+import { followQueue, getSession } from "../api.js";
 import { el, formatDuration, formatTime, replace } from "../ui/dom.js";
 
 const STATUSES = ["queued", "claimed", "decided", "delivered", "acknowledged", "expired", "cancelled"];
@@ -151,9 +151,10 @@ export function showQueue(main, operator) {
       renderFilters();
       renderRows();
     },
-    (status) => {
-      replace(live, status === "live" ? "live" : "reconnecting…");
+    async (status) => {
+      replace(live, status === "live" ? "live" : status === "closed" ? "stopped" : "reconnecting…");
       live.className = `live ${status}`;
+      if (status === "closed" && !(await getSession())) window.location.assign("/inbox/login");
     },
   );
   window.addEventListener("pagehide", stop, { once: true });
