@@ -219,6 +219,9 @@ def _check_matches(opened: OpenedBundle, summary: Mapping[str, Any]) -> None:
     signed_digest = None if action is None else action.args_digest
     if summary.get("args_digest") != signed_digest:
         raise BindingMismatch("the gateway's args_digest is not the signed request's")
+    # The gateway checks responses against its clear copy of the schema.
+    if summary.get("response_schema") != bundle.request.response_schema:
+        raise BindingMismatch("the gateway's response_schema is not the signed request's")
 
 
 def _verify_decision(

@@ -18,7 +18,7 @@ import { ApiError } from "../api.js";
 import { openBundle, openReveals, verifyDecision, verifyEvents, verifyReveal } from "../js/bundle.js";
 import { decisionBody, makeDecision, signDecision } from "../js/decision.js";
 import { buildExport } from "../js/export.js";
-import { parseStrict } from "../js/jcs.js";
+import { canonicalize, parseStrict } from "../js/jcs.js";
 import { validate } from "../js/schema.js";
 import { jsonDiff } from "../ui/diff.js";
 import { el, flash, formatDuration, formatTime, jsonBlock, replace } from "../ui/dom.js";
@@ -45,6 +45,10 @@ function checkMatches(opened, summary) {
   const action = bundle.request.requested_action;
   const signed = action ? (action.args_digest ?? null) : null;
   if ((summary.args_digest ?? null) !== signed) throw new Mismatch("the gateway's args_digest is not the signed request's");
+  // The gateway checks responses against its clear copy of the schema: it must be the signed one.
+  if (canonicalize(summary.response_schema ?? null) !== canonicalize(bundle.request.response_schema ?? null)) {
+    throw new Mismatch("the gateway's response_schema is not the signed request's");
+  }
 }
 
 /** The fencing token of this operator's live lease, or an explanation (inbox_client._own_lease). */
