@@ -469,20 +469,33 @@ async function checkIntegrity(bundle) {
   }
   const bySeq = new Map(bundle.transcript.map((entry) => [entry.seq, entry]));
   const partlyMasked = bodiesWithMaskedJson(bundle.masked.map((field) => field.path));
+  // Every digest is started at once (WebCrypto digests are asynchronous, and
+  // one after another they cost more than the hashing); the results are then
+  // checked in body order, so the first failure reported is Python's.
+  const digests = await Promise.all(
+    bundle.bodies.map((body, index) => {
+      if (body.raw !== null) {
+        let raw;
+        try {
+          raw = b64urlDecode(body.raw);
+        } catch {
+          return null; // not base64url: reported in order below
+        }
+        return sha256Digest(raw);
+      }
+      return partlyMasked.has(String(index)) ? undefined : canonicalDigest(body.json);
+    }),
+  );
   for (const [index, body] of bundle.bodies.entries()) {
     const entry = bySeq.get(body.seq);
     if (entry === undefined) fail("binding_mismatch", `body for seq ${body.seq}, which is not in the transcript`);
+    const digest = digests[index];
     if (body.raw !== null) {
-      let raw;
-      try {
-        raw = b64urlDecode(body.raw);
-      } catch {
-        fail("invalid_artifact", `raw body ${body.seq} is not base64url`);
-      }
-      if ((await sha256Digest(raw)) !== entry.body_digest) fail("digest_invalid", `raw body ${body.seq} does not match its entry`);
+      if (digest === null) fail("invalid_artifact", `raw body ${body.seq} is not base64url`);
+      if (digest !== entry.body_digest) fail("digest_invalid", `raw body ${body.seq} does not match its entry`);
       continue;
     }
-    if (!partlyMasked.has(String(index)) && (await canonicalDigest(body.json)) !== body.json_digest) {
+    if (digest !== undefined && digest !== body.json_digest) {
       fail("digest_invalid", `JSON body ${body.seq} does not match its digest`);
     }
   }
