@@ -594,8 +594,9 @@ def recipient_key(jwe: Mapping[str, Any], keys: PrivateKeySet) -> PrivateKey:
     if isinstance(recipients, list):
         for entry in recipients:
             header = entry.get("header") if isinstance(entry, Mapping) else None
-            if isinstance(header, Mapping):
-                kids.add(header.get("kid"))
+            kid = header.get("kid") if isinstance(header, Mapping) else None
+            if isinstance(kid, str):  # attacker JSON: a list or object kid is no kid
+                kids.add(kid)
     for key in (keys.active, *keys.retired):
         if key.kid in kids:
             return key
