@@ -31,10 +31,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypedDict
 
 from aiohttp import web
 
+from gateway.config import LimitsConfig
 from gateway.gate import Gate
 from gateway.handoffs import Handoffs
 from gateway.inbox import Inbox
@@ -233,6 +234,25 @@ def operator_app(gateway: web.Application) -> web.Application:
             app, runtime, lambda: (gateway[GATEWAY], gateway[HANDOFFS], gateway[OPERATOR_API])
         )
     return app
+
+
+class ParserLimits(TypedDict):
+    """aiohttp's request-parser caps (``web.AppRunner`` keyword arguments)."""
+
+    max_field_size: int
+    max_line_size: int
+    max_headers: int
+
+
+def parser_limits(limits: LimitsConfig) -> ParserLimits:
+    """``web.AppRunner`` keyword arguments for the data plane: aiohttp's own
+    header parser caps, set above Baton's so that Baton's limits stage answers
+    first (431 ``headers_too_large``, audited) instead of aiohttp's plain 400."""
+    return ParserLimits(
+        max_field_size=limits.max_header_bytes * 2,
+        max_line_size=limits.max_header_bytes * 2,
+        max_headers=limits.max_headers * 2,
+    )
 
 
 def admin_app(gateway: web.Application, metrics: Metrics) -> web.Application:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.app import AppOptions, admin_app, gateway_app, operator_app
+from gateway.app import AppOptions, admin_app, gateway_app, operator_app, parser_limits
 from gateway.config import load, split_host_port
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, load_runtime
@@ -51,10 +51,7 @@ async def serve_runtime(
         access_log=None,
         shutdown_timeout=config.gateway.drain_timeout_s,
         keepalive_timeout=limits.idle_timeout_s,
-        # aiohttp's own parser caps sit above ours, which answer 431 first.
-        max_field_size=limits.max_header_bytes * 2,
-        max_line_size=limits.max_header_bytes * 2,
-        max_headers=limits.max_headers * 2,
+        **parser_limits(limits),
     )
     admin_runner = web.AppRunner(admin_app(app, metrics), access_log=None, shutdown_timeout=5)
     operator_runner = (
