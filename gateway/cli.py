@@ -20,6 +20,8 @@
     baton demo [DIR]                                a signed, encrypted, replay-proof hop
     baton verify FILE [--operator-key PATH] [--dir DIR]
                                                     check a handoff export or decision offline
+    baton probe URL --agent-key JWKS --upstream NAME [--client-cert F --key F] [--ca F] [--json]
+                                                    run the catalogue's network attacks at a gateway
     baton inbox [--dir DIR] [--url URL] --operator NAME list [--queue Q] [--status S]
     baton inbox ... claim|release ID [--queue Q]    take or give back a handoff's lease
     baton inbox ... show ID [--json] [--reveal PTR... --reason TEXT] [--export FILE]
@@ -27,7 +29,8 @@
                     [--response JSON] [--to-queue Q] [--message TEXT]
                                                     an operator's inbox; decrypts locally
 
-Exit status: 0 success, 1 refused or failed (the reason on stderr), 2 usage.
+Exit status: 0 success, 1 refused or failed (the reason on stderr), 2 usage (and for
+``probe``: its baseline request was not accepted, so nothing was probed).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ from gateway.inbox_render import (
 )
 from gateway.inspect import trace_lines, verify_audit, verify_conversation
 from gateway.logs import configure as configure_logs
+from gateway.probe import ProbeOptions, run_probe
 from gateway.runtime import load_runtime
 from gateway.serve import run as run_server
 from gateway.serve import serve_worker
@@ -395,6 +399,29 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    """The catalogue's network-reachable attacks against URL; never prints secrets."""
+    options = ProbeOptions(
+        url=args.url,
+        upstream=validate_name(args.upstream),
+        signing_key=load_private_jwks(Path(args.agent_key)).active,
+        ca_file=args.ca,
+        client_cert=args.client_cert,
+        client_key=args.key,
+        agent_id=args.agent_id,
+        method=args.method,
+        body_limit=args.body_limit,
+    )
+    report = asyncio.run(run_probe(options))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print("\n".join(report.table()))
+    if not report.baseline_ok:
+        print(f"baton: probe: baseline failed ({report.baseline}): nothing probed", file=sys.stderr)
+    return report.exit_status()
+
+
 InboxCommand = Callable[[ClientConfig, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
@@ -527,6 +554,7 @@ def _parser() -> argparse.ArgumentParser:
     _operators_parser(commands)
     _verify_parser(commands)
     _inbox_parser(commands)
+    _probe_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="a signed, replay-proof hop, then a refund held for a person's approval"
@@ -578,6 +606,21 @@ def _verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     verify.add_argument("--expect-conversation", help="fail unless it is for this conversation")
     verify.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
     verify.set_defaults(run=_cmd_verify)
+
+
+def _probe_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    probe = commands.add_parser("probe", help="run the catalogue's network attacks at a gateway")
+    probe.add_argument("url", metavar="URL", help="the gateway, https://HOST:PORT")
+    probe.add_argument("--agent-key", required=True, metavar="JWKS", help="agent signing JWKS")
+    probe.add_argument("--upstream", required=True, metavar="NAME", help="an upstream it may call")
+    probe.add_argument("--client-cert", metavar="FILE", help="agent TLS certificate (PEM)")
+    probe.add_argument("--key", metavar="FILE", help="its private key (PEM)")
+    probe.add_argument("--ca", metavar="FILE", help="CA for the gateway's certificate")
+    probe.add_argument("--agent-id", metavar="SPIFFE_ID", help="identity for the foreign-CA case")
+    probe.add_argument("--method", default="tools/list", help="a JSON-RPC method policy allows")
+    probe.add_argument("--body-limit", type=int, default=1 << 20, help="the gateway's body cap")
+    probe.add_argument("--json", action="store_true", help="the report as JSON")
+    probe.set_defaults(run=_cmd_probe)
 
 
 def _inbox_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
