@@ -242,6 +242,7 @@ class ParserLimits(TypedDict):
     max_field_size: int
     max_line_size: int
     max_headers: int
+    lingering_time: float
 
 
 def parser_limits(limits: LimitsConfig) -> ParserLimits:
@@ -252,6 +253,10 @@ def parser_limits(limits: LimitsConfig) -> ParserLimits:
         max_field_size=limits.max_header_bytes * 2,
         max_line_size=limits.max_header_bytes * 2,
         max_headers=limits.max_headers * 2,
+        # A body left unread (a 413, a 408 at the body deadline, any refusal
+        # before the body) closes the connection instead of being drained for
+        # aiohttp's default 10 s, which a slow client could hold open (X05).
+        lingering_time=0.0,
     )
 
 
