@@ -564,12 +564,15 @@ class A2aDialect(Dialect):
             schemes["baton-bearer"] = {
                 "httpAuthSecurityScheme": {"scheme": "Bearer", "bearerFormat": "JWT"}
             }
-        rewritten = rewrite_card(
-            card,
-            interfaces=interfaces,
-            security_schemes=schemes,
-            security_requirements=requirements,
-        )
+        try:
+            rewritten = rewrite_card(
+                card,
+                interfaces=interfaces,
+                security_schemes=schemes,
+                security_requirements=requirements,
+            )
+        except BatonError as exc:  # the upstream's card, not the caller's request
+            raise BadGateway(f"{upstream}: agent card unusable: {exc.diagnostics()}") from exc
         if isinstance(rewritten.get("url"), str):  # v0.3 cards name one URL
             url = rewritten["url"]
             rewritten["url"] = (

@@ -108,6 +108,9 @@ _DROP_REQUEST: Final = frozenset(
         "client-cert", "client-cert-chain", "traceparent",
     }
 )  # fmt: skip
+#: Also never forwarded: every ``X-Forwarded-*`` field (``-Uri``, ``-Prefix``,
+#: ``-User``...). An upstream that trusts its proxy would take them from Baton (P13).
+_DROP_REQUEST_PREFIX: Final = "x-forwarded-"
 _DROP_RESPONSE: Final = frozenset(
     {
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
@@ -675,7 +678,9 @@ class Gateway:
         headers = [
             (name, value)
             for name, value in request.headers.items()
-            if (lower := name.lower()) not in _DROP_REQUEST and lower not in connection_named
+            if (lower := name.lower()) not in _DROP_REQUEST
+            and lower not in connection_named
+            and not lower.startswith(_DROP_REQUEST_PREFIX)
         ]
         headers.append(("baton-caller", agent.identity))
         headers.append(("baton-conversation", conversation))
