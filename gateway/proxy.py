@@ -211,6 +211,8 @@ class Gateway:
         self.metrics = metrics
         self.recorder = Recorder(stores.transcripts, stores.audit)
         self._clock = clock
+        #: The latest ``now`` a freshness check used (see :meth:`_freshness_now`).
+        self._freshness_floor = 0.0
         self._token = token
         self._limits = runtime.config.limits
         self._peers = PeerIdentityCache(runtime.anchors, runtime.config.trust_domain)
@@ -258,6 +260,16 @@ class Gateway:
     def clock(self) -> float:
         """The gateway's clock (injected in tests)."""
         return self._clock()
+
+    def _freshness_now(self, now: float) -> float:
+        """The time signatures are judged fresh at: ``now``, but never earlier
+        than it has been. After the clock steps back, a request signed before
+        the step would otherwise be fresh again once its nonce had expired
+        (Redis expires nonces on its own clock), and its replay would pass.
+        This fails closed: after a step back longer than the window, requests
+        signed on the corrected clock are stale until it catches up."""
+        self._freshness_floor = max(self._freshness_floor, now)
+        return self._freshness_floor
 
     # ------------------------------------------------------------------ entry
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -317,7 +329,10 @@ class Gateway:
         timer.lap("signature")
         if verified is not None and "replay" in stages:
             check_freshness(
-                verified.created, verified.expires, now=now, policy=self.runtime.freshness
+                verified.created,
+                verified.expires,
+                now=self._freshness_now(now),
+                policy=self.runtime.freshness,
             )
             await claim_nonce(self.stores.nonces, verified, now=now, policy=self.runtime.freshness)
         timer.lap("replay")
