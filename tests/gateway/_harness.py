@@ -228,3 +228,21 @@ def signed_headers(
         nonce=nonce or secrets.token_urlsafe(16),
     )
     return [*headers, ("signature-input", signature_input), ("signature", signature)]
+
+
+def tls_outcome(port: int, context: ssl.SSLContext) -> bytes | str:
+    """Handshake, send a request, read: the HTTP bytes that came back, or the error.
+
+    asyncio aborts a failed server handshake without flushing OpenSSL's alert
+    (see ADR 0011), so a client sees the connection closed, not the alert name.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(
+                    f"POST /u/billing/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                    "Content-Length: 0\r\n\r\n".encode()
+                )
+                return tls.recv(100)
+        except OSError as exc:  # ssl.SSLError included
+            return type(exc).__name__

@@ -12,7 +12,6 @@ import asyncio
 import datetime as dt
 import json
 import secrets
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -30,7 +29,13 @@ from keys.x509 import DevCertificateAuthority, pem_chain_to_der, x5t_s256
 from protocol.canonical import digest
 from protocol.chain import EMPTY
 from protocol.identity import agent_id, gateway_id
-from tests.gateway._harness import TRUST_DOMAIN, client_context, rpc, signed_headers
+from tests.gateway._harness import (
+    TRUST_DOMAIN,
+    client_context,
+    rpc,
+    signed_headers,
+    tls_outcome,
+)
 from tests.gateway.conftest import Running, start_gateway
 
 CONV = "conv-test-1"
@@ -361,26 +366,8 @@ async def test_underscore_header_is_refused(gw: Running) -> None:
 
 
 # ------------------------------------------------------------ TLS-level rejects
-def _tls_outcome(port: int, context: ssl.SSLContext) -> bytes | str:
-    """Handshake, send a request, read: the HTTP bytes that came back, or the error.
-
-    asyncio aborts a failed server handshake without flushing OpenSSL's alert
-    (see ADR 0011), so a client sees the connection closed, not the alert name.
-    """
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        try:
-            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                tls.sendall(
-                    f"POST /u/billing/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                    "Content-Length: 0\r\n\r\n".encode()
-                )
-                return tls.recv(100)
-        except OSError as exc:  # ssl.SSLError included
-            return type(exc).__name__
-
-
 async def _tls_refused(gw: Running, context: ssl.SSLContext) -> None:
-    outcome = await asyncio.to_thread(_tls_outcome, gw.port, context)
+    outcome = await asyncio.to_thread(tls_outcome, gw.port, context)
     assert outcome in (b"", "SSLError", "ConnectionResetError", "SSLEOFError"), outcome
     with pytest.raises(aiohttp.ClientError):  # and an HTTP client gets no answer either
         await gw.send("support", "/u/billing/x", rpc("tools/list"), context=context, extra=_conv())
@@ -391,7 +378,7 @@ async def _tls_refused(gw: Running, context: ssl.SSLContext) -> None:
 
 async def test_tls_probe_sees_http_with_a_good_certificate(gw: Running) -> None:
     """The probe above can tell a refused handshake from an accepted one."""
-    outcome = await asyncio.to_thread(_tls_outcome, gw.port, gw.context("support"))
+    outcome = await asyncio.to_thread(tls_outcome, gw.port, gw.context("support"))
     assert isinstance(outcome, bytes) and outcome.startswith(b"HTTP/1.1 401"), outcome
 
 

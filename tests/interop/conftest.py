@@ -54,10 +54,10 @@ MCP_METHODS = [
 ]  # fmt: skip
 
 
-def _bound_socket() -> socket.socket:
+def _bound_socket(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(128)
     sock.setblocking(False)
     return sock
@@ -81,10 +81,11 @@ class Recorded:
 
 @asynccontextmanager
 async def serve_upstream(
-    folder: DataFolder, name: str, build: Callable[[int], Any], scratch: Path
+    folder: DataFolder, name: str, build: Callable[[int], Any], scratch: Path, *, port: int = 0
 ) -> AsyncIterator[tuple[int, Recorded]]:
-    """``build(port)`` as an mTLS upstream holding agent ``name``'s certificate."""
-    sock = _bound_socket()
+    """``build(port)`` as an mTLS upstream holding agent ``name``'s certificate,
+    on ``port`` (0: a free one)."""
+    sock = _bound_socket(port)
     port = sock.getsockname()[1]
     agent = folder.load_agent(TRUST_DOMAIN, name)
     cert, key = scratch / f"{name}.pem", scratch / f"{name}.key"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sqlite3
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
@@ -38,6 +37,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from protocol.errors import ERRORS_BY_CODE
+from tests.gateway._harness import tls_outcome as _tls_outcome
 from tests.security.conftest import REDIS_URL, SecGateway
 
 Result = tuple[int, dict[str, str], bytes]
@@ -174,20 +174,6 @@ def _code_of(body: bytes) -> str | None:
         return str(json.loads(body)["error"]["data"]["code"])
     except (ValueError, KeyError, TypeError):
         return None
-
-
-def _tls_outcome(port: int, context: ssl.SSLContext) -> bytes | str:
-    """Handshake, send a request, read: the HTTP bytes that came back, or the error."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        try:
-            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                tls.sendall(
-                    f"POST /u/billing/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                    "Content-Length: 0\r\n\r\n".encode()
-                )
-                return tls.recv(100)
-        except OSError as exc:  # ssl.SSLError included
-            return type(exc).__name__
 
 
 async def tls_outcome(gw: SecGateway, context: ssl.SSLContext) -> bytes | str:

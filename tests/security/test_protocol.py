@@ -45,13 +45,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from aiohttp import web
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from adapters.agent import GatewayVerifier
 from adapters.agent_card import sign_card, verify_card
 from gateway.devdata import DataFolder, init_data_folder
 from gateway.push import WebhookDelivery
@@ -67,7 +65,7 @@ from protocol.webhooks import check_webhook_url, is_public_address
 from tests.gateway._harness import TRUST_DOMAIN, free_port, rpc, signed_headers
 from tests.gateway.web import test_oidc as oidc_kit
 from tests.interop.a2a_peers import post_jsonrpc
-from tests.interop.conftest import Fleet, start_fleet
+from tests.interop.conftest import Fleet, Recorded, serve_upstream, start_fleet
 from tests.interop.mcp_peers import build_mcp_server, http_client, mcp_app, mcp_client
 from tests.security.conftest import SUPPORT, SecGateway, launch, shutdown
 from tests.security.invariants import assert_generic_error, assert_rejected
@@ -1027,64 +1025,20 @@ async def test_forwarded_and_connection_named_headers_are_not_forwarded(gw: SecG
 
 
 # ------------------------------------------------------------------------- P14
-def _bound(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(64)
-    sock.setblocking(False)
-    return sock
-
-
 @contextlib.asynccontextmanager
 async def _mcp_upstream(
     folder: DataFolder, name: str, port: int, scratch: Path
-) -> AsyncIterator[list[dict[str, str]]]:
+) -> AsyncIterator[Recorded]:
     """An official-SDK MCP server on ``port`` holding agent ``name``'s certificate,
-    behind :class:`GatewayVerifier` (as in tests/interop/conftest.py); yields the
-    headers of every request that reached it."""
-    agent = folder.load_agent(TRUST_DOMAIN, name)
-    cert, key = scratch / f"{name}.pem", scratch / f"{name}.key"
-    cert.write_bytes(agent.cert_pem)
-    key.write_bytes(agent.key_pem)
-    key.chmod(0o600)
-    seen: list[dict[str, str]] = []
-    inner = mcp_app(build_mcp_server(name), json_response=True)
-
-    async def recording(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            seen.append({k.decode(): v.decode() for k, v in scope["headers"]})
-        await inner(scope, receive, send)
-
-    app = GatewayVerifier(
-        recording, gateway_keys=_gateway_keys(folder), authority=f"127.0.0.1:{port}"
-    )
-    sock = _bound(port)
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        ssl_certfile=str(cert),
-        ssl_keyfile=str(key),
-        ssl_ca_certs=str(folder.ca_cert),
-        ssl_cert_reqs=ssl.CERT_REQUIRED,
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
+    behind the gateway-signature verifier (tests/interop/conftest.py
+    serve_upstream); records every request that reached it."""
+    app = mcp_app(build_mcp_server(name), json_response=True)
+    async with serve_upstream(folder, name, lambda _port: app, scratch, port=port) as (_, seen):
         yield seen
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(10):
-            await task
-        sock.close()
+
+
+def _headers(recorded: Recorded) -> list[dict[str, str]]:
+    return [headers for _method, _path, headers in recorded.requests]
 
 
 def _two_tool_servers(port_a: int, port_b: int) -> str:
@@ -1166,7 +1120,7 @@ async def test_same_name_tools_are_namespaced_by_their_pinned_upstream(tmp_path:
                 code="policy_denied",
                 nonce_consumed=True,  # policy runs after the signature and its nonce
             )
-            assert seen_a == [] and seen_b == []
+            assert seen_a.requests == [] and seen_b.requests == []
 
             listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {
                 "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
@@ -1178,12 +1132,12 @@ async def test_same_name_tools_are_namespaced_by_their_pinned_upstream(tmp_path:
             status, _, body = await send("toola", "tools/call", "echo", call)
             assert status == 200, body
             assert json.loads(body)["result"]["content"][0]["text"] == "echo: which one?"
-            assert [h.get("mcp-method") for h in seen_a] == ["tools/call"]
-            assert all(h.get("mcp-name") != "echo" for h in seen_b)
+            assert [h.get("mcp-method") for h in _headers(seen_a)] == ["tools/call"]
+            assert all(h.get("mcp-name") != "echo" for h in _headers(seen_b))
 
-            before_b = len(seen_b)
+            before_b = len(seen_b.requests)
             status, _, body = await send("impostor", "tools/call", "echo", call)
             assert (status, _code(body)) == (502, "upstream_error"), body
-            assert len(seen_b) == before_b, "a server with the wrong identity got the call"
+            assert len(seen_b.requests) == before_b, "a server with the wrong identity got the call"
     finally:
         await shutdown(gw)
