@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import secrets
 import socket
 import ssl
@@ -28,10 +29,53 @@ from keys.httpsig import HttpRequest, content_digest, sign
 TRUST_DOMAIN = "baton.local"
 
 
+def _reserved_range() -> range:
+    """Loopback ports the kernel never picks by itself.
+
+    ``bind(0)`` and every outgoing ``connect()`` draw from the ephemeral range
+    (``net.ipv4.ip_local_port_range``), so a port found free by ``bind(0)`` and
+    released can be taken as the source port of the next client connection
+    (Redis, httpx, an SDK, a child process) before the server binds it: CI saw
+    exactly that (``EADDRINUSE`` on a fleet's listener). Ports outside that range
+    are only ever taken by an explicit bind.
+    """
+    low, high = 32768, 60999
+    try:
+        fields = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        low, high = int(fields[0]), int(fields[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    if low - 1 - 10000 >= 2000:
+        return range(10000, low)
+    return range(high + 1, 65536)
+
+
+_PORTS = _reserved_range()
+#: Where this process's next port is tried: processes start apart, then walk.
+_next_port = [_PORTS.start + (os.getpid() * 7919) % len(_PORTS)]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback TCP port nothing is bound to now, outside the ephemeral range.
+
+    The caller binds it later (often in another process), so this process hands
+    each port out once per walk through the range; a port some other process holds
+    (or one in TIME_WAIT) fails the test bind and is passed over.
+    """
+    if len(_PORTS) < 1000:  # an odd kernel setting: fall back to the kernel's choice
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    for _ in range(len(_PORTS)):
+        port = _next_port[0]
+        _next_port[0] = port + 1 if port + 1 < _PORTS.stop else _PORTS.start
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port outside the ephemeral range")
 
 
 def _tls_files(tmp: Path, name: str, cert_pem: bytes, key_pem: bytes) -> tuple[Path, Path]:
