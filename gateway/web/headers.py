@@ -13,7 +13,10 @@ Origin and CSRF checks of the web inbox (ADR 0015).
   equal to one of the listener's own origins (the Fetch standard sends it on
   every POST), else :class:`~protocol.errors.OriginRejected`;
 * :func:`check_csrf`: the ``X-Baton-CSRF`` header must equal the session's
-  CSRF token, else :class:`~protocol.errors.CsrfFailed`.
+  CSRF token, else :class:`~protocol.errors.CsrfFailed`;
+* :func:`check_host`: ``Host`` must be the authority of one of the listener's
+  origins, else :class:`~protocol.errors.MisdirectedRequest` (421): a page a
+  rebound DNS name (P06) points at this listener is never served.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import Final
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -31,6 +35,7 @@ from protocol.errors import (
     CsrfFailed,
     InvalidRequest,
     MethodNotAllowed,
+    MisdirectedRequest,
     NotFound,
     OriginRejected,
     PayloadTooLarge,
@@ -40,10 +45,13 @@ from protocol.errors import (
 __all__ = [
     "CSRF_HEADER",
     "SECURITY_HEADERS",
+    "Handler",
     "check_csrf",
+    "check_host",
     "check_origin",
     "error_response",
     "install",
+    "listener_hosts",
     "listener_origins",
 ]
 
@@ -135,6 +143,31 @@ def listener_origins(config: BatonConfig) -> frozenset[str]:
     if port == 443:
         origins |= {origin.removesuffix(":443") for origin in origins}
     return frozenset(origins)
+
+
+def listener_hosts(origins: Collection[str]) -> frozenset[str]:
+    """The ``Host`` values (RFC 9110 s7.2) that name ``origins``: each origin's
+    authority, with and without an explicit ``:443`` for the default port."""
+    hosts = set()
+    for origin in origins:
+        parts = urlsplit(origin.lower())
+        if parts.hostname is None:
+            continue
+        shown = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        port = parts.port or 443
+        hosts.add(f"{shown}:{port}")
+        if port == 443:
+            hosts.add(shown)
+    return frozenset(hosts)
+
+
+def check_host(request: web.Request, allowed: Collection[str]) -> None:
+    """:class:`MisdirectedRequest` unless there is one ``Host`` and it is in ``allowed``."""
+    hosts = request.headers.getall("Host", [])
+    if len(hosts) != 1:
+        raise MisdirectedRequest(f"{len(hosts)} Host fields")
+    if hosts[0].lower() not in allowed:
+        raise MisdirectedRequest(f"Host {hosts[0][:200]!r} is not this listener's")
 
 
 def check_origin(request: web.Request, allowed: Collection[str]) -> None:

@@ -52,7 +52,15 @@ from gateway.handoffs import Handoffs, Terms, summary, terms_of
 from gateway.operator_api import OperatorApi
 from gateway.proxy import Gateway, RequestContext
 from gateway.runtime import Runtime
-from gateway.web.headers import check_csrf, check_origin, error_response, listener_origins
+from gateway.web.headers import (
+    Handler,
+    check_csrf,
+    check_host,
+    check_origin,
+    error_response,
+    listener_hosts,
+    listener_origins,
+)
 from gateway.web.login import LocalLogin
 from gateway.web.sessions import (
     Method,
@@ -631,6 +639,17 @@ def mount(app: web.Application, runtime: Runtime, resolve: Resolve) -> WebInbox:
     gateway app's gateway, handoffs and operator API once that app started."""
     inbox = WebInbox(runtime, resolve, StaticFiles.load())
     inbox.add_routes(app)
+    hosts = listener_hosts(listener_origins(runtime.config))
+
+    @web.middleware
+    async def host_check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """P06: a browser sent here by a rebound DNS name carries that name in
+        ``Host``; only the signed command API (no browser can sign) skips this."""
+        if request.path != "/inbox/api":
+            check_host(request, hosts)
+        return await handler(request)
+
+    app.middlewares.append(host_check)
     app.cleanup_ctx.append(inbox.lifecycle)
     app.on_shutdown.append(inbox.shutdown)
     app[WEB_INBOX] = inbox

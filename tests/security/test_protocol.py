@@ -522,20 +522,35 @@ async def test_a_foreign_origin_on_the_operator_listener_is_403(tmp_path: Path) 
 
 
 @pytest.mark.threat("P06")
-@pytest.mark.xfail(
-    strict=True,
-    reason="the operator listener has no Host allow-list: a foreign Host gets the page "
-    "(mitigated in practice by TLS name checks, the __Host- cookie and the Origin check)",
-)
 async def test_a_foreign_host_on_the_operator_listener_is_421(tmp_path: Path) -> None:
+    """The web inbox answers only the Host of its own origins: a page reached
+    through a rebound DNS name gets 421 and no page, session or cookie."""
     async with (
         start_fleet(tmp_path) as fleet,
         httpx.AsyncClient(verify=_ca_context(fleet), timeout=10) as browser,
     ):
-        response = await browser.get(
-            fleet.operator_url + "/inbox/login", headers={"host": "evil.example"}
+        own = await browser.get(fleet.operator_url + "/inbox/login")
+        assert own.status_code == 200, own.status_code
+        for path in (
+            "/inbox/login",
+            "/inbox/",
+            "/inbox/session",
+            "/inbox/session/methods",
+            "/inbox/static/app.js",
+        ):
+            response = await browser.get(
+                fleet.operator_url + path, headers={"host": "evil.example"}
+            )
+            assert response.status_code == 421, (path, response.status_code)
+            assert response.json()["error"]["code"] == "misdirected_request"
+            assert "set-cookie" not in response.headers
+        port = fleet.operator_url.rsplit(":", 1)[1]
+        rebound = await browser.post(
+            fleet.operator_url + "/inbox/session/login",
+            headers={"host": f"evil.example:{port}", "origin": f"https://evil.example:{port}"},
+            json={"operator": "alice", "password": "wrong"},
         )
-        assert response.status_code == 421, response.status_code
+        assert rebound.status_code == 421, rebound.status_code
 
 
 def _ca_context(fleet: Fleet) -> ssl.SSLContext:

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import ConfigError, parse
 from gateway.runtime import load_runtime
-from gateway.web.headers import listener_origins
+from gateway.web.headers import listener_hosts, listener_origins
 from tests.gateway.web.webkit import Made, config_text, sqlite_store
 
 BASE = """
@@ -86,6 +86,17 @@ def test_configured_origins_replace_the_listeners() -> None:
         BASE.format(alice="", bob="", inbox="[inbox]\norigins = ['https://Inbox.example']")
     )
     assert listener_origins(config) == {"https://inbox.example"}
+
+
+def test_the_hosts_a_listener_answers_are_its_origins_authorities() -> None:
+    """P06: Host is checked against these (gateway/web/webapp.py ``host_check``)."""
+    assert listener_hosts({"https://inbox.example"}) == {"inbox.example", "inbox.example:443"}
+    assert listener_hosts({"https://127.0.0.1:8444", "https://localhost:8444"}) == {
+        "127.0.0.1:8444",
+        "localhost:8444",
+    }
+    assert listener_hosts({"https://[::1]:8444"}) == {"[::1]:8444"}
+    assert listener_hosts({"https://inbox.example:443"}) == {"inbox.example", "inbox.example:443"}
 
 
 def test_the_oidc_client_secret_file_must_exist_at_start_up(made: Made, tmp_path: Path) -> None:
