@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from typing import Final, TypedDict
 from aiohttp import web
 
 from gateway.config import LimitsConfig
+from gateway.connections import CappedSite
 from gateway.gate import Gate
 from gateway.handoffs import Handoffs
 from gateway.inbox import Inbox
@@ -60,8 +62,10 @@ __all__ = [
     "RUNTIME",
     "AppOptions",
     "admin_app",
+    "capped_site",
     "gateway_app",
     "operator_app",
+    "parser_limits",
 ]
 
 GATEWAY: Final = web.AppKey("gateway", Gateway)
@@ -286,3 +290,35 @@ def admin_app(gateway: web.Application, metrics: Metrics) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
     return app
+
+
+def capped_site(
+    runner: web.BaseRunner,
+    host: str,
+    port: int,
+    *,
+    limits: LimitsConfig,
+    ssl_context: ssl.SSLContext | None,
+    metrics: Metrics | None = None,
+    backlog: int = 1024,
+    reuse_port: bool | None = None,
+) -> CappedSite:
+    """A listener for ``runner`` with ``[limits]``' per-address connection cap
+    and TLS handshake deadline (X05, gateway/connections.py); each refusal is
+    counted as ``baton_requests{outcome="rejected",code="too_many_connections"}``."""
+    counter = (
+        None
+        if metrics is None
+        else metrics.requests.labels(outcome="rejected", code="too_many_connections")
+    )
+    return CappedSite(
+        runner,
+        host,
+        port,
+        per_address=limits.max_connections_per_address,
+        ssl_context=ssl_context,
+        backlog=backlog,
+        reuse_port=reuse_port,
+        handshake_timeout_s=limits.tls_handshake_timeout_s,
+        refused=(lambda: None) if counter is None else counter.inc,
+    )

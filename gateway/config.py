@@ -241,6 +241,11 @@ class LimitsConfig(_Section):
     idle_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     #: A request body must arrive within this many seconds (slow clients).
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    #: Open connections one client address may hold on a listener (per
+    #: process); one more is answered 429 ``too_many_connections`` and closed.
+    max_connections_per_address: int = Field(default=128, ge=1, le=1_000_000)
+    #: A TLS handshake must finish within this many seconds.
+    tls_handshake_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
 
 class ReplayConfig(_Section):

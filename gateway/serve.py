@@ -27,7 +27,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.app import AppOptions, admin_app, gateway_app, operator_app, parser_limits
+from gateway.app import (
+    AppOptions,
+    admin_app,
+    capped_site,
+    gateway_app,
+    operator_app,
+    parser_limits,
+)
 from gateway.config import load, split_host_port
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, load_runtime
@@ -76,17 +83,18 @@ async def serve_runtime(
         ca_file=runtime.ca_file,
         require_client_cert=config.gateway.client_auth == "required",
     )
-    site = web.TCPSite(
-        runner, host, port, ssl_context=tls, backlog=1024, reuse_port=reuse_port or None
-    )
+    site = capped_site(
+        runner, host, port, limits=limits, ssl_context=tls, metrics=metrics,
+        reuse_port=reuse_port or None,
+    )  # fmt: skip
     admin_site = web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=reuse_port or None)
     operator_site = None
     if operator_runner is not None:
         operator_host, operator_port = split_host_port(config.gateway.operator_listen)
-        operator_site = web.TCPSite(
-            operator_runner, operator_host, operator_port,
+        operator_site = capped_site(
+            operator_runner, operator_host, operator_port, limits=limits,
             ssl_context=operator_context(cert_file=runtime.cert_file, key_file=runtime.key_file),
-            reuse_port=reuse_port or None,
+            metrics=metrics, backlog=128, reuse_port=reuse_port or None,
         )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ the caller (``public()`` omits it).
     +-- Conflict (409)                  duplicate_bundle, stale_decision, out_of_order
     +-- RequestTimeout (408), PayloadTooLarge (413), HeadersTooLarge (431)
     +-- IntegrityError (422)            chain_break, head_mismatch, seq_violation, binding_mismatch
-    +-- RateLimited (429)
+    +-- RateLimited (429)               too_many_connections
     +-- BadGateway (502), GatewayTimeout (504)   upstream_error, upstream_timeout
     +-- Unavailable (503)               store_unavailable, audit_unavailable, circuit_open
     +-- ConfigurationError (500)        invalid_key, insecure_key_file, invalid_config
@@ -61,6 +61,7 @@ __all__ = [
     "CompressionNotAllowed",
     "ConfigurationError",
     "Conflict",
+    "ConnectionLimited",
     "CryptoError",
     "CsrfFailed",
     "DigestInvalid",
@@ -637,6 +638,13 @@ class RateLimited(BatonError):
     http_status = 429
     public_message = "rate limited"
     retryable = True
+
+
+class ConnectionLimited(RateLimited):
+    """One client address holds the most connections allowed (X05); this one is closed."""
+
+    code = "too_many_connections"
+    public_message = "too many connections"
 
 
 class Unavailable(BatonError):

@@ -33,7 +33,15 @@ import uvicorn
 from aiohttp import web
 
 from adapters.agent import GatewayVerifier, RequestSigner
-from gateway.app import HANDOFFS, STORES, AppOptions, admin_app, gateway_app, operator_app
+from gateway.app import (
+    HANDOFFS,
+    STORES,
+    AppOptions,
+    admin_app,
+    capped_site,
+    gateway_app,
+    operator_app,
+)
 from gateway.config import load
 from gateway.devdata import DataFolder, init_data_folder, write_operator
 from gateway.handoffs import Handoffs
@@ -348,15 +356,18 @@ async def start_fleet(
             ca_file=runtime.ca_file,
             require_client_cert=True,
         )
-        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+        limits = runtime.config.limits
+        await capped_site(
+            runner, "127.0.0.1", port, limits=limits, ssl_context=tls, metrics=metrics
+        ).start()
         admin = web.AppRunner(admin_app(app, metrics), access_log=None)
         await admin.setup()
         await web.TCPSite(admin, "127.0.0.1", admin_port).start()
         operator_runner = web.AppRunner(operator_app(app), access_log=None)
         await operator_runner.setup()
         operator_tls = operator_context(cert_file=runtime.cert_file, key_file=runtime.key_file)
-        await web.TCPSite(
-            operator_runner, "127.0.0.1", operator_port, ssl_context=operator_tls
+        await capped_site(
+            operator_runner, "127.0.0.1", operator_port, limits=limits, ssl_context=operator_tls
         ).start()
         try:
             yield Fleet(

@@ -39,7 +39,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from gateway.app import AppOptions, admin_app, gateway_app, parser_limits
+from gateway.app import AppOptions, admin_app, capped_site, gateway_app, parser_limits
 from gateway.config import load
 from gateway.devdata import DataFolder, init_data_folder
 from gateway.metrics import Metrics
@@ -167,7 +167,10 @@ async def start_instance(
         ca_file=runtime.ca_file,
         require_client_cert=runtime.config.gateway.client_auth == "required",
     )
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+    # As `baton serve` listens: the per-address connection cap, the handshake deadline.
+    await capped_site(
+        runner, "127.0.0.1", port, limits=runtime.config.limits, ssl_context=tls, metrics=metrics
+    ).start()
     admin = web.AppRunner(admin_app(app, metrics), access_log=None)
     await admin.setup()
     await web.TCPSite(admin, "127.0.0.1", admin_port).start()

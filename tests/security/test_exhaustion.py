@@ -13,9 +13,9 @@ with too many members: a size cap, X08), ``400 too_deep``,
 ``400 malformed_input``, ``431 headers_too_large``, ``408 request_timeout``,
 ``429 rate_limited`` with ``Retry-After``.
 
-Open parts, pinned as strict xfails: no deadline for the request *head*
-(slowloris on headers, X05); no per-IP connection cap (X05, not tested: there
-is no configured cap to test against).
+``429 too_many_connections`` (X05) is written by the listener itself
+(``gateway/connections.py``) before a request is read: it reaches no pipeline
+stage and writes no audit event, only the ``baton_requests`` metric.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.app import AppOptions, gateway_app, parser_limits
+from gateway.app import AppOptions, capped_site, gateway_app, parser_limits
 from gateway.config import ConfigError, load
 from gateway.metrics import Metrics
 from gateway.runtime import load_runtime
@@ -289,11 +289,11 @@ async def _serve_as_baton(gw: SecGateway) -> tuple[int, web.AppRunner]:
         cert_file=runtime.cert_file, key_file=runtime.key_file, ca_file=runtime.ca_file
     )
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+    await capped_site(runner, "127.0.0.1", port, limits=limits, ssl_context=tls).start()
     return port, runner
 
 
-_SLOW = "[limits]\nbody_timeout_s = 0.5\nidle_timeout_s = 0.5\n"
+_SLOW = "[limits]\nbody_timeout_s = 0.5\nidle_timeout_s = 0.5\ntls_handshake_timeout_s = 0.5\n"
 
 
 @pytest.fixture
@@ -303,6 +303,21 @@ async def gw_slow(tmp_path: Path) -> AsyncIterator[SecGateway]:
         yield running
     finally:
         await shutdown(running)
+
+
+@pytest.mark.threat("X05")
+async def test_a_connection_that_never_finishes_tls_is_closed_at_the_handshake_deadline(
+    gw_slow: SecGateway,
+) -> None:
+    """A TCP connection that sends nothing is dropped after ``[limits]
+    tls_handshake_timeout_s`` (0.5 s here), not asyncio's 60 s."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw_slow.port)
+    try:
+        async with asyncio.timeout(WAIT_S):
+            assert await reader.read() == b""
+    finally:
+        writer.close()
+    assert gw_slow.upstream.received == []
 
 
 @pytest.mark.threat("X05")
@@ -378,21 +393,44 @@ async def test_trickled_headers_are_closed_at_the_idle_timeout(gw_slow: SecGatew
 
 
 @pytest.mark.threat("X05")
-@pytest.mark.xfail(
-    strict=True,
-    reason="X05 open: no per-IP connection cap ([limits] has none; aiohttp accepts "
-    "every connection one address opens)",
-)
 async def test_one_address_cannot_hold_hundreds_of_connections(gw: SecGateway) -> None:
+    """256 idle TLS connections from 127.0.0.1: the first ``[limits]
+    max_connections_per_address`` (128) are kept, every later one is answered
+    429 ``too_many_connections`` and closed before any request; closing kept
+    ones makes room again."""
+    cap = 128
     opened: list[Raw] = []
     try:
         for _ in range(256):
-            raw = await Raw.open(gw)
-            opened.append(raw)
-        refused = [raw for raw in opened if await raw.closed_within(0.01)]
-        assert refused, "256 idle connections from 127.0.0.1 were all kept"
+            opened.append(await Raw.open(gw))
+        closed = await asyncio.gather(*(raw.closed_within(1.0) for raw in opened))
+        assert closed == [False] * cap + [True] * (256 - cap), (
+            f"{closed.count(True)} of 256 closed; expected the last {256 - cap}"
+        )
+        await opened[0].close()
+        refusals = 256 - cap
+        async with asyncio.timeout(WAIT_S):  # the gateway notices the close a moment later
+            while True:
+                late = await Raw.open(gw)
+                opened.append(late)
+                await late.write(head(gw, [("Content-Length", "0")]))
+                status, _, _ = await late.response()
+                if status != 429:
+                    break
+                refusals += 1
+        assert status == 401, status  # reached the pipeline (unsigned), past the cap
+        refused = await Raw.open(gw)
+        opened.append(refused)
+        status, headers, body = await refused.response()
+        refusals += 1
+        assert status == 429, status
+        assert json.loads(body)["error"]["code"] == "too_many_connections"
+        assert headers["Connection"] == "close"
     finally:
         await asyncio.gather(*(raw.close() for raw in opened))
+    assert gw.upstream.received == []
+    rejected = gw.metrics.requests.labels(outcome="rejected", code="too_many_connections")
+    assert rejected._value.get() == refusals
 
 
 # -------------------------------------------------------------------------- X06
