@@ -297,16 +297,33 @@ class Handoffs:
             resolve_by=now + handoff.sla.resolve_within_s,
         )
         stored, created = await self.store.create(record)
-        if created:
-            await self._append(stored, "queued", actor=self._identity, now=now)
-            await self.gateway.audit(
-                ctx, now, event="handoff.created", outcome="accepted", reason=None,
-                detail=f"{bundle_id} queue={queue.name} from={origin} trigger={handoff.trigger}",
-            )  # fmt: skip
-        elif stored.conversation != conversation:
+        if not created and stored.conversation != conversation:
             # The key names another conversation's handoff: never hand that one out.
             raise Conflict("idempotency key already used for another conversation")
+        await self._announce(ctx, stored, trigger=handoff.trigger, now=now)
         return stored, created
+
+    async def _announce(
+        self, ctx: RequestContext, record: InboxRecord, *, trigger: str, now: float
+    ) -> None:
+        """The ``queued`` lifecycle event and the ``handoff.created`` audit
+        event of a stored bundle, each written exactly once (H06).
+
+        Both steps are idempotent and run on every :meth:`open` of the bundle,
+        not only the one that stored it: after a fault or a crash between the
+        store and the audit log, the agent's retry (same idempotency key)
+        writes what is missing, and concurrent or repeated opens write nothing
+        twice (``queued`` only on an empty chain, the audit event under the
+        ``once`` key ``handoff.created:<bundle>``, checked atomically by the
+        audit store).
+        """
+        await self._append(record, "queued", actor=self._identity, now=now, first=True)
+        await self.gateway.audit(
+            ctx, now, event="handoff.created", outcome="accepted", reason=None,
+            detail=f"{record.bundle_id} queue={record.queue} from={record.origin} "
+            f"trigger={trigger}",
+            once=f"handoff.created:{record.bundle_id}",
+        )  # fmt: skip
 
     # ----------------------------------------------------------- operators
     async def get(self, bundle_id: str, queue: str) -> InboxRecord:
@@ -578,29 +595,37 @@ class Handoffs:
         return await self.store.events(bundle_id)
 
     async def _append(
-        self, record: InboxRecord, type_: str, *, actor: str, now: float, **fields: Any
-    ) -> None:
+        self, record: InboxRecord, type_: str, *, actor: str, now: float, first: bool = False,
+        **fields: Any,
+    ) -> None:  # fmt: skip
         """Compare-and-append the next signed event; re-read and retry on a race.
 
         Appends for one bundle are serialised in this process (a lock per
         bundle) and compare-and-set across processes. A ``claimed`` event whose
         fencing token is not above the last recorded one is dropped: a later
         claim (a renewal or takeover) already superseded that lease, and the
-        chain keeps its tokens strictly increasing.
+        chain keeps its tokens strictly increasing. With ``first``, the event
+        is appended only to an empty chain (the ``queued`` event: whoever
+        loses the race finds it there and writes nothing).
         """
         lock = self._locks.setdefault(record.bundle_id, asyncio.Lock())
         try:
             async with lock:
-                await self._append_locked(record, type_, actor=actor, now=now, **fields)
+                await self._append_locked(
+                    record, type_, actor=actor, now=now, first=first, **fields
+                )
         finally:
             if not lock.locked() and not lock._waiters:
                 self._locks.pop(record.bundle_id, None)
 
     async def _append_locked(
-        self, record: InboxRecord, type_: str, *, actor: str, now: float, **fields: Any
-    ) -> None:
+        self, record: InboxRecord, type_: str, *, actor: str, now: float, first: bool,
+        **fields: Any,
+    ) -> None:  # fmt: skip
         for _ in range(_APPEND_ATTEMPTS):
             tokens = await self.store.events(record.bundle_id)
+            if first and tokens:
+                return
             head: ChainHead = EMPTY
             last_ts = 0
             last_fence = 0

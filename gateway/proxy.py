@@ -873,10 +873,13 @@ class Gateway:
     # ----------------------------------------------------------- rejections
     async def audit(
         self, ctx: RequestContext, now: float, *, event: str, outcome: str, reason: str | None,
-        detail: str | None,
+        detail: str | None, once: str | None = None,
     ) -> None:  # fmt: skip
+        """Append an audit event; with ``once``, only if none was appended under
+        that idempotency key (a retry after a fault appends what is missing)."""
         try:
             await self.recorder.event(
+                once=once,
                 ts=int(now * 1000),
                 event=event,
                 outcome=outcome,

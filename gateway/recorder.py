@@ -36,6 +36,10 @@ _AUDIT: Final = "\x00audit"
 R = TypeVar("R", bound=ChainedRecord)
 
 
+class _AlreadyRecorded(Exception):
+    """An audit event was already appended under this ``once`` key."""
+
+
 class Recorder:
     """Transcript entries and audit events, appended in order."""
 
@@ -98,14 +102,24 @@ class Recorder:
             "t:" + conversation, lambda: self._transcripts.head(conversation), make, store
         )
 
-    async def event(self, **fields: Any) -> AuditEvent:
-        """Append an :class:`AuditEvent` with ``fields``."""
+    async def event(self, *, once: str | None = None, **fields: Any) -> AuditEvent | None:
+        """Append an :class:`AuditEvent` with ``fields``; with ``once`` (an
+        idempotency key, :meth:`~protocol.ports.AuditLog.append`), None and
+        nothing appended when an event was already appended under that key."""
 
         def make(head: ChainHead) -> AuditEvent:
             return AuditEvent.create(head, **fields)
 
         append_next = getattr(self._audit, "append_next", None)
         if append_next is not None:
-            event: AuditEvent = await append_next(make)
-            return event
-        return await self._append(_AUDIT, self._audit.head, make, self._audit.append)
+            built: AuditEvent | None = await append_next(make, once=once)
+            return built
+
+        async def store(event: AuditEvent) -> None:
+            if not await self._audit.append(event, once=once):
+                raise _AlreadyRecorded
+
+        try:
+            return await self._append(_AUDIT, self._audit.head, make, store)
+        except _AlreadyRecorded:
+            return None

@@ -102,8 +102,14 @@ class AuditLog(Protocol):
 
     async def head(self) -> ChainHead: ...
 
-    async def append(self, event: AuditEvent) -> None:
-        """Compare-and-append, as :meth:`TranscriptStore.append`."""
+    async def append(self, event: AuditEvent, *, once: str | None = None) -> bool:
+        """Compare-and-append, as :meth:`TranscriptStore.append`; True when written.
+
+        ``once`` is an idempotency key: when an event was already appended
+        under it, nothing is written and the answer is False. The check and
+        the append are one atomic step, so of any number of writers (retries,
+        concurrent requests, other gateways) exactly one writes.
+        """
         ...
 
     async def read(self, *, after_seq: int = -1, limit: int = 1000) -> Sequence[AuditEvent]: ...

@@ -19,6 +19,7 @@ key                                type    value                       TTL
 ``P tx:{<conv>}:body``             hash    ``seq`` -> sealed body      none
 ``P audit:{audit}:head``           hash    ``seq``, ``hash``           none
 ``P audit:{audit}:log``            list    event canonical bytes       none
+``P audit:{audit}:once``           hash    idempotency key -> ``seq``  none
 ``P rate:<key>:<window index>``    string  units counted               window rest + 1 window
 ``P bind:<kind>:<key>``            hash    ``owner``, ``expires_at``   ``ttl_s`` + 60 s
 ``P inbox:{inbox}:b:<bundle>``     hash    record, fence, lease        none
@@ -142,6 +143,7 @@ __all__ = [
     "RedisRateLimiter",
     "RedisTranscriptStore",
     "audit_keys",
+    "audit_once_key",
     "binding_key",
     "inbox_events_key",
     "inbox_idempotency_key",
@@ -164,7 +166,7 @@ _BACKEND_ERRORS: Final = (RedisError, OSError, TimeoutError, EOFError)
 
 # KEYS: head, log[, bodies]   ARGV: seq, prev, hash, record[, sealed body]
 # Returns 1 appended, 0 conflict (nothing written), -1 head and log disagree.
-_APPEND_LUA: Final = f"""
+_CHECK_HEAD_LUA: Final = f"""
 local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
 local seq = -1
 local hash = '{GENESIS}'
@@ -181,6 +183,10 @@ end
 if tonumber(ARGV[1]) ~= seq + 1 or ARGV[2] ~= hash then
   return 0
 end
+"""
+_APPEND_LUA: Final = (
+    _CHECK_HEAD_LUA
+    + """
 redis.call('RPUSH', KEYS[2], ARGV[4])
 if #KEYS >= 3 and #ARGV >= 5 then
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
@@ -188,8 +194,26 @@ end
 redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'hash', ARGV[3])
 return 1
 """
+)
+# The audit append with an idempotency key (KEYS[3] the ``once`` hash, ARGV[5]
+# the key): 2, and nothing written, when the key is already there.
+_APPEND_ONCE_LUA: Final = (
+    """
+if redis.call('HEXISTS', KEYS[3], ARGV[5]) == 1 then
+  return 2
+end
+"""
+    + _CHECK_HEAD_LUA
+    + """
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[1])
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'hash', ARGV[3])
+return 1
+"""
+)
 _APPENDED: Final = 1
 _CONFLICT: Final = 0
+_ALREADY: Final = 2
 
 # KEYS: counter   ARGV: cost, limit, keep_ms   Returns units counted before this hit.
 _RATE_LUA: Final = """
@@ -278,6 +302,10 @@ def transcript_body_key(prefix: str, conversation: str) -> str:
 def audit_keys(prefix: str) -> ChainKeys:
     base = f"{prefix}audit:{{audit}}"
     return ChainKeys(f"{base}:head", f"{base}:log")
+
+
+def audit_once_key(prefix: str) -> str:
+    return f"{prefix}audit:{{audit}}:once"
 
 
 def nonce_key(prefix: str, scope: str, nonce: str) -> str:
@@ -433,18 +461,40 @@ class RedisTranscriptStore:
 
 
 class RedisAuditLog:
-    """:class:`~protocol.ports.AuditLog` on Redis: one chain per prefix, appended by Lua."""
+    """:class:`~protocol.ports.AuditLog` on Redis: one chain per prefix, appended by Lua.
+
+    Idempotency keys (``once``) live in ``P audit:{audit}:once`` (key -> seq),
+    in the chain's slot, so the check and the append are one script.
+    """
 
     def __init__(self, client: Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self._keys = audit_keys(_checked_prefix(prefix))
+        self._once_key = audit_once_key(_checked_prefix(prefix))
         self._chain = _RedisChain(client, "audit")
+        self._append_once = client.register_script(_APPEND_ONCE_LUA)
 
     async def head(self) -> ChainHead:
         return await self._chain.head(self._keys)
 
-    async def append(self, event: AuditEvent) -> None:
-        """Compare-and-append in one Lua script."""
-        await self._chain.append(self._keys, event)
+    async def append(self, event: AuditEvent, *, once: str | None = None) -> bool:
+        """Compare-and-append in one Lua script; False (nothing written) when
+        ``once`` is already recorded."""
+        if once is None:
+            await self._chain.append(self._keys, event)
+            return True
+        require_hash(event)
+        args: list[bytes | str | int] = [event.seq, event.prev, event.hash, event.canonical(), once]
+        with _translated("audit append"):
+            result = await self._append_once(
+                keys=[self._keys.head, self._keys.log, self._once_key], args=args
+            )
+        if result == _ALREADY:
+            return False
+        if result == _CONFLICT:
+            raise ChainConflict(f"audit append at seq {event.seq} lost a race; retry")
+        if result != _APPENDED:
+            raise StoreUnavailable("audit head and log disagree (evicted or edited keys?)")
+        return True
 
     async def read(self, *, after_seq: int = -1, limit: int = 1000) -> Sequence[AuditEvent]:
         span = read_span(after_seq, limit)

@@ -19,6 +19,9 @@ Tables (created on first use, ``IF NOT EXISTS``):
     greatest ``seq``, read inside the same transaction that inserts.
 ``audit_events(seq, hash, record)``
     the one audit chain; ``seq`` is the primary key.
+``audit_once(key, seq)``
+    idempotency keys of audit events appended with ``once``; checked and
+    written in the append's own transaction.
 ``rate_windows(key, window, count, expires)``
     primary key ``(key, window)``; ``window`` is ``floor(now / window_s)``.
 ``bindings(kind, key, owner, expires_at)``
@@ -375,6 +378,7 @@ _INSERT_NEXT_EVENT: Final = (
     "INSERT OR IGNORE INTO audit_events (seq, hash, record) SELECT ?, ?, ?"
     " WHERE EXISTS (SELECT 1 FROM audit_events WHERE seq = ? AND hash = ?)"
 )
+_INSERT_ONCE: Final = "INSERT OR IGNORE INTO audit_once (key, seq) VALUES (?, ?)"
 
 
 class SqliteNonceStore:
@@ -556,20 +560,29 @@ class SqliteAuditLog:
             " seq INTEGER PRIMARY KEY CHECK (seq >= 0), hash TEXT NOT NULL,"
             " record BLOB NOT NULL)",
         )
+        _create(
+            conn,
+            "audit once",
+            "CREATE TABLE IF NOT EXISTS audit_once ("
+            " key TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
+        )
 
     async def head(self) -> ChainHead:
         with _translated("audit head"):
             return _audit_head(self._conn)
 
-    async def append(self, event: AuditEvent) -> None:
-        """Compare-and-append in one ``BEGIN IMMEDIATE`` transaction."""
+    async def append(self, event: AuditEvent, *, once: str | None = None) -> bool:
+        """Compare-and-append in one ``BEGIN IMMEDIATE`` transaction; with
+        ``once``, nothing when that key is already in ``audit_once``."""
         require_hash(event)
         record = event.canonical()
         if event.seq == 0 and event.prev != GENESIS:
             raise ChainConflict("a first event must link to GENESIS")
         row = (event.seq, event.hash, record)
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> bool:
+            if once is not None and _recorded(conn, once):
+                return False
             if event.seq == 0:
                 inserted = conn.execute(_INSERT_FIRST_EVENT, row).rowcount
             else:
@@ -580,14 +593,22 @@ class SqliteAuditLog:
                 raise ChainConflict(
                     f"audit append at seq {event.seq} does not extend the head; re-read and retry"
                 )
+            if once is not None:
+                conn.execute(_INSERT_ONCE, (once, event.seq))
+            return True
 
-        await self._writes.run("audit append", write)
+        return await self._writes.run("audit append", write)
 
-    async def append_next(self, build: Callable[[ChainHead], AuditEvent]) -> AuditEvent:
+    async def append_next(
+        self, build: Callable[[ChainHead], AuditEvent], *, once: str | None = None
+    ) -> AuditEvent | None:
         """Build the next event on the head inside the write transaction (see
-        :meth:`SqliteTranscriptStore.append_next`)."""
+        :meth:`SqliteTranscriptStore.append_next`); None, and nothing written,
+        when ``once`` is already recorded."""
 
-        def write(conn: sqlite3.Connection) -> AuditEvent:
+        def write(conn: sqlite3.Connection) -> AuditEvent | None:
+            if once is not None and _recorded(conn, once):
+                return None
             head = _audit_head(conn)
             event = build(head)
             require_extends(head, event)
@@ -595,6 +616,8 @@ class SqliteAuditLog:
             row = (event.seq, event.hash, event.canonical())
             if conn.execute(_INSERT_FIRST_EVENT, row).rowcount != 1:  # pragma: no cover
                 raise ChainConflict("the head moved inside the write lock")
+            if once is not None:
+                conn.execute(_INSERT_ONCE, (once, event.seq))
             return event
 
         return await self._writes.run("audit append", write)
@@ -609,6 +632,10 @@ class SqliteAuditLog:
                 span,
             ).fetchall()
         return tuple(load_record(AuditEvent, bytes(data), seq=seq) for seq, data in rows)
+
+
+def _recorded(conn: sqlite3.Connection, once: str) -> bool:
+    return conn.execute("SELECT 1 FROM audit_once WHERE key = ?", (once,)).fetchone() is not None
 
 
 def _audit_head(conn: sqlite3.Connection) -> ChainHead:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from gateway.recorder import Recorder
 from gateway.stores import REDIS_TIMEOUT_S, Stores
 from protocol.chain import GENESIS, ChainHead, verify_links
 from protocol.errors import ChainBreak, ChainConflict, DigestInvalid, StoreUnavailable
@@ -456,6 +457,45 @@ async def test_concurrent_audit_appenders_build_one_chain(backend: Backend) -> N
     events = await audit.read()
     assert len(events) == CONCURRENT
     assert verify_links(events) == await audit.head()
+
+
+async def test_an_audit_append_under_a_used_once_key_writes_nothing(backend: Backend) -> None:
+    """``once`` (H06): the first append under a key is written, a later one is
+    not (False, head unchanged), whatever its seq; other keys are unaffected."""
+    audit = backend.stores.audit
+    first = event(ChainHead(), name="handoff.created")
+    assert await audit.append(first, once="handoff.created:hb_1") is True
+    again = event(first.head, name="handoff.created")
+    assert await audit.append(again, once="handoff.created:hb_1") is False
+    assert await audit.head() == first.head
+    stale = event(ChainHead(), name="handoff.created")  # a used key wins over a conflict
+    assert await audit.append(stale, once="handoff.created:hb_1") is False
+    other = event(first.head, name="handoff.created")
+    assert await audit.append(other, once="handoff.created:hb_2") is True
+    plain = event(other.head)
+    assert await audit.append(plain) is True
+    assert list(await audit.read()) == [first, other, plain]
+
+
+async def test_concurrent_recorders_under_one_once_key_append_one_event(
+    backend: Backend,
+) -> None:
+    """Many writers (each its own :class:`Recorder`, as separate gateways are)
+    racing under one ``once`` key: exactly one event; the rest get None."""
+    recorders = [Recorder(backend.stores.transcripts, backend.stores.audit) for _ in range(8)]
+    fields: dict[str, Any] = {
+        "ts": 1, "event": "handoff.created", "outcome": "accepted", "reason": None,
+        "peer": None, "artifact_sha256": None, "detail": None,
+    }  # fmt: skip
+    results = await asyncio.gather(
+        *(
+            recorder.event(once="handoff.created:hb_race", request_id=f"r{i}", **fields)
+            for i, recorder in enumerate(recorders * 4)
+        )
+    )
+    written = [result for result in results if result is not None]
+    assert len(written) == 1
+    assert list(await backend.stores.audit.read()) == written
 
 
 # ---------------------------------------------------------------- rate limits
