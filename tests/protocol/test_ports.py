@@ -33,7 +33,7 @@ SHAPES: dict[type[Any], dict[str, set[str]]] = {
         "read": {"after_seq", "limit"},
         "read_body": set(),
     },
-    AuditLog: {"head": set(), "append": set(), "read": {"after_seq", "limit"}},
+    AuditLog: {"head": set(), "append": {"once"}, "read": {"after_seq", "limit"}},
     RateLimiter: {"hit": {"limit", "window_s", "now", "cost"}},
     InboxStore: {
         "create": set(),
