@@ -246,8 +246,9 @@ def _cmd_operators_add(args: argparse.Namespace) -> int:
 def _cmd_operators_passwd(args: argparse.Namespace) -> int:
     """Replace a configured operator's web-inbox password with a new one-time one.
 
-    Only its scrypt hash is stored (atomically, 0600); the old password stops
-    working when the gateway next starts (it loads the hashes once).
+    Only its scrypt hash is stored (atomically, 0600). A running gateway
+    applies it at the next login or session use: the old password stops
+    working and the operator's password sessions begun before it end.
     """
     folder = DataFolder(Path(args.dir))
     config = load_config(folder.config)
@@ -258,7 +259,10 @@ def _cmd_operators_passwd(args: argparse.Namespace) -> int:
         )
     password = reset_password(folder, name)
     print(f"operator:{name}: new password  {password}")
-    print("Shown once and stored only as a scrypt hash. Restart the gateway to apply it.")
+    print(
+        "Shown once and stored only as a scrypt hash. A running gateway applies it at once:"
+        " the old password stops working and its web sessions end."
+    )
     return 0
 
 

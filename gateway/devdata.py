@@ -359,8 +359,10 @@ def reset_password(folder: DataFolder, name: str) -> str:
     """Give operator ``name`` a new one-time web-inbox password; return it.
 
     Only its scrypt hash is written (atomically, mode 0600); the value cannot
-    be recovered later. A running gateway loads the hashes at start-up, so
-    the old password works there until it restarts.
+    be recovered later. A running gateway notices the new file at the next
+    login or session use (``gateway/web/login.py`` ``LoginHashes``): the old
+    password stops working and the operator's password sessions begun before
+    the change end.
     """
     target = folder.operator(name)
     if not target.is_dir():

@@ -5,11 +5,16 @@ s4.1.3.2: ``Secure``, ``Path=/``, no ``Domain``, so only this origin sets or
 reads it; ``HttpOnly``, so page scripts never see it; ``SameSite=Strict``, so
 other sites' requests do not carry it). Invariants:
 
-* **token** = base64url(version 1 || method || issue time (uint64, Unix s) ||
-  256 random bits). The store keeps only its SHA-256 as the binding key
-  (kind ``web-session``, owner = the operator identity), so a read of the
-  store yields no usable token; the issue time and method inside the token
-  are trustworthy because only a token whose hash is bound is accepted;
+* **token** = base64url(version 2 || method || issue time (uint64, Unix s) ||
+  credential tag (8 bytes) || 256 random bits). The store keeps only its
+  SHA-256 as the binding key (kind ``web-session``, owner = the operator
+  identity), so a read of the store yields no usable token; the issue time,
+  method and tag inside the token are trustworthy because only a token whose
+  hash is bound is accepted;
+* **credential tag** (:func:`credential_tag`): for a password session, a
+  digest of the password hash it was begun with; the web app ends a session
+  whose tag is not that of the operator's current hash (``baton operators
+  passwd`` since), without any clock. OIDC sessions carry zeros;
 * **idle timeout** = the binding's TTL, refreshed by every use
   (:meth:`WebSessions.resume`), never past the absolute end;
 * **absolute lifetime**: a session ends ``session_max_s`` after its issue
@@ -50,11 +55,14 @@ from protocol.ports import BindingStore
 __all__ = [
     "COOKIE_NAME",
     "ENDED_KIND",
+    "NO_CREDENTIAL",
     "SESSION_KIND",
+    "TAG_BYTES",
     "Method",
     "Session",
     "WebSessions",
     "clear_cookie",
+    "credential_tag",
     "session_cookie",
     "token_of",
 ]
@@ -64,9 +72,11 @@ ENDED_KIND: Final = "web-session-ended"
 COOKIE_NAME: Final = "__Host-baton-session"
 #: How far ahead of this process's clock another worker's issue time may be.
 _SKEW_S: Final = 60
-_VERSION: Final = 1
+_VERSION: Final = 2
 _RANDOM_BYTES: Final = 32
-_LAYOUT: Final = struct.Struct(">BBQ")
+TAG_BYTES: Final = 8
+NO_CREDENTIAL: Final = bytes(TAG_BYTES)
+_LAYOUT: Final = struct.Struct(f">BBQ{TAG_BYTES}s")
 _TOKEN_BYTES: Final = _LAYOUT.size + _RANDOM_BYTES
 _TOKEN_CHARS: Final = math.ceil(_TOKEN_BYTES * 4 / 3)
 
@@ -87,17 +97,28 @@ class Session:
     expires_at: int
     #: SHA-256 (hex) of the token: the binding key; names the session in logs.
     digest: str
+    #: :func:`credential_tag` of the password it was begun with (zeros: OIDC).
+    credential: bytes = NO_CREDENTIAL
 
 
 @dataclass(frozen=True, slots=True)
 class _Token:
     method: Method
     issued_at: int
+    credential: bytes
     digest: str
 
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def credential_tag(password_hash: str) -> bytes:
+    """8 bytes naming a stored password hash (a PHC string): equal for the
+    same hash, different after ``baton operators passwd`` (a new salt). It
+    says nothing of the password: the hash it digests is salted."""
+    digest = hashlib.sha256(b"baton web-session credential\x00" + password_hash.encode())
+    return digest.digest()[:TAG_BYTES]
 
 
 def _parse(token: str) -> _Token | None:
@@ -110,10 +131,10 @@ def _parse(token: str) -> _Token | None:
         return None
     if len(raw) != _TOKEN_BYTES:
         return None
-    version, method, issued_at = _LAYOUT.unpack_from(raw)
+    version, method, issued_at, credential = _LAYOUT.unpack_from(raw)
     if version != _VERSION or method not in _METHODS:
         return None
-    return _Token(_METHODS[method], issued_at, _digest(token))
+    return _Token(_METHODS[method], issued_at, credential, _digest(token))
 
 
 class WebSessions:
@@ -145,18 +166,22 @@ class WebSessions:
         return max(1, min(self.idle_timeout_s, math.ceil(left)))
 
     async def begin(
-        self, name: str, method: Method, *, now: float, replacing: str | None
-    ) -> tuple[str, Session]:
+        self, name: str, method: Method, *, now: float, replacing: str | None,
+        credential: bytes = NO_CREDENTIAL,
+    ) -> tuple[str, Session]:  # fmt: skip
         """A new session for operator ``name``: (token, session).
 
         ``replacing`` is the token the browser presented, if any: it is ended
         first (session rotation: a login never keeps a token it did not mint).
+        ``credential``: the :func:`credential_tag` a password login checked.
         """
         validate_name(name)
+        if len(credential) != TAG_BYTES:
+            raise ValueError(f"a credential tag is {TAG_BYTES} bytes")
         if replacing is not None:
             await self.end(replacing, now=now)
         issued_at = math.floor(now)
-        raw = _LAYOUT.pack(_VERSION, _METHOD_CODES[method], issued_at)
+        raw = _LAYOUT.pack(_VERSION, _METHOD_CODES[method], issued_at, credential)
         token = b64url_encode(raw + self._randbytes(_RANDOM_BYTES))
         identity = str(OperatorId(name))
         digest = _digest(token)
@@ -166,7 +191,7 @@ class WebSessions:
         if bound != identity:  # pragma: no cover - 256 random bits do not collide
             raise Conflict("session token collision")
         return token, Session(
-            identity, name, method, issued_at, issued_at + self.session_max_s, digest
+            identity, name, method, issued_at, issued_at + self.session_max_s, digest, credential
         )
 
     async def resume(self, token: str, *, now: float, touch: bool = True) -> Session | None:
@@ -196,7 +221,9 @@ class WebSessions:
             name = validate_name(parse_operator_id(owner).subject)
         except InvalidIdentity:
             return None  # not written by this module
-        return Session(owner, name, parsed.method, parsed.issued_at, end, parsed.digest)
+        return Session(
+            owner, name, parsed.method, parsed.issued_at, end, parsed.digest, parsed.credential
+        )
 
     async def end(self, token: str, *, now: float) -> bool:
         """End the session ``token`` names (logout); False if none was live."""

@@ -61,12 +61,14 @@ from gateway.web.headers import (
     listener_hosts,
     listener_origins,
 )
-from gateway.web.login import LocalLogin
+from gateway.web.login import LocalLogin, LoginHashes
 from gateway.web.sessions import (
+    NO_CREDENTIAL,
     Method,
     Session,
     WebSessions,
     clear_cookie,
+    credential_tag,
     session_cookie,
     token_of,
 )
@@ -260,6 +262,7 @@ class WebInbox:
             who: _verification(runtime, self._serves, who) for who in self._serves
         }
         self._names = frozenset(operator.name for operator in config.operators)
+        self._hashes = LoginHashes(runtime.folder, sorted(self._names), runtime.login_hashes)
         methods = ["password"] if runtime.login_hashes else []
         self._methods = [*methods, *(["oidc"] if config.inbox.oidc is not None else [])]
         self._parts: _Parts | None = None
@@ -287,7 +290,7 @@ class WebInbox:
             session_max_s=inbox.session_max_s,
         )
         login = LocalLogin(
-            runtime.login_hashes,
+            self._hashes,
             gateway.stores.rates,
             attempts=inbox.login_attempts,
             attempts_per_address=inbox.login_attempts_per_address,
@@ -343,10 +346,28 @@ class WebInbox:
         if token is None:
             raise SessionRequired("no session cookie")
         parts = self.parts
-        session = await parts.sessions.resume(token, now=parts.gateway.clock(), touch=touch)
+        now = parts.gateway.clock()
+        session = await parts.sessions.resume(token, now=now, touch=touch)
         if session is None or session.operator not in self._serves:
             raise SessionRequired("session expired, ended or unknown")
+        if await self._password_replaced(token, session, now):
+            raise SessionRequired("the operator's password changed after this session began")
         return token, session
+
+    async def _password_replaced(self, token: str, session: Session, now: float) -> bool:
+        """End ``session`` if it began by a password the operator no longer has
+        (``baton operators passwd`` since, or the local login removed)."""
+        if session.method != "password":
+            return False
+        current = self._hashes.get(session.name)
+        if current is not None and credential_tag(current) == session.credential:
+            return False
+        await self.parts.sessions.end(token, now=now)
+        log.info(
+            "web session ended: its password was replaced",
+            extra={"operator": session.operator, "session": session.digest[:12]},
+        )
+        return True
 
     async def _guarded(self, request: web.Request, ctx: RequestContext) -> tuple[str, Session]:
         """Origin, then a live session, then its CSRF token: every POST but login."""
@@ -371,15 +392,18 @@ class WebInbox:
         }
 
     async def _begin(
-        self, request: web.Request, ctx: RequestContext, name: str, method: Method
-    ) -> tuple[str, Session]:
+        self, request: web.Request, ctx: RequestContext, name: str, method: Method,
+        *, credential: bytes = NO_CREDENTIAL,
+    ) -> tuple[str, Session]:  # fmt: skip
         """A new session for ``name`` (rotation: the presented one ends), audited."""
         if name not in self._names:
             raise InvalidCredentials(f"{method} login for an unconfigured operator")
         parts = self.parts
         now = parts.gateway.clock()
         presented = token_of(request)
-        token, session = await parts.sessions.begin(name, method, now=now, replacing=presented)
+        token, session = await parts.sessions.begin(
+            name, method, now=now, replacing=presented, credential=credential
+        )
         if presented is not None:
             self._wake(presented)
         ctx.peer = session.operator
@@ -427,11 +451,13 @@ class WebInbox:
             body = await self._login_body(request)
             if body.name in self._names:
                 ctx.peer = str(OperatorId(body.name))
-            name = await parts.login.verify(
+            checked = await parts.login.verify(
                 body.name, body.password, address=request.remote or "unknown",
                 now=parts.gateway.clock(),
             )  # fmt: skip
-            token, session = await self._begin(request, ctx, name, "password")
+            token, session = await self._begin(
+                request, ctx, body.name, "password", credential=credential_tag(checked)
+            )
         except BatonError as exc:
             return await self._refuse(ctx, exc, event="web.login")
         response = web.json_response(self._session_json(token, session))
@@ -558,7 +584,8 @@ class WebInbox:
             try:
                 while not self._closing and not _gone(request):
                     now = parts.gateway.clock()
-                    if await parts.sessions.resume(token, now=now, touch=False) is None:
+                    live = await parts.sessions.resume(token, now=now, touch=False)
+                    if live is None or await self._password_replaced(token, live, now):
                         break
                     changed.clear()  # before reading: a change during the read wakes us again
                     bundles = await self._snapshot(queues)

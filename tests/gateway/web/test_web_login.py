@@ -19,11 +19,19 @@ import pytest
 from gateway.app import RUNTIME
 from gateway.cli import main
 from gateway.config import load
-from gateway.devdata import init_data_folder
+from gateway.devdata import LOGIN_HASH_FILE, init_data_folder, reset_password
 from gateway.runtime import load_runtime
 from gateway.web.login import CONCURRENCY, DUMMY_HASH, LocalLogin
 from keys.passwords import DEFAULT_PARAMS, PasswordHash, verify_password
-from tests.gateway.web.webkit import Answer, Clock, Made, WebGateway, serve_web, sqlite_store
+from tests.gateway.web.webkit import (
+    Answer,
+    Clock,
+    Made,
+    WebGateway,
+    make_folder,
+    serve_web,
+    sqlite_store,
+)
 
 pytestmark = pytest.mark.timeout(180)
 LIMITS = "login_attempts = 3\nlogin_window_s = 300\nlogin_attempts_per_address = {}"
@@ -176,7 +184,8 @@ async def test_login_checks_against_the_loaded_hashes(gw: WebGateway) -> None:
         attempts_per_address=5,
         window_s=60,
     )
-    assert await login.verify("alice", gw.made.passwords["alice"], address="a", now=0) == "alice"
+    checked = await login.verify("alice", gw.made.passwords["alice"], address="a", now=0)
+    assert checked == gw.app[RUNTIME].login_hashes["alice"]
     assert set(gw.app[RUNTIME].login_hashes) == {"alice", "bob", "carol"}
 
 
@@ -198,3 +207,66 @@ def test_operators_passwd_replaces_the_login_with_a_new_one_time_password(
     runtime = load_runtime(load(folder.config), folder.root)
     assert runtime.login_hashes[name] == stored
     assert main(["operators", "passwd", "nobody", "--dir", str(tmp_path)]) == 1
+
+
+@pytest.fixture
+async def own(tmp_path: Path, clock: Clock) -> AsyncIterator[WebGateway]:
+    """A data folder of its own (these tests replace and break password files);
+    the event stream re-checks its session every 50 ms."""
+    async with serve_web(
+        make_folder(tmp_path / "home"), tmp_path / "scratch",
+        store=sqlite_store(tmp_path / "baton.db"), clock=clock, poll_s=0.05,
+    ) as running:  # fmt: skip
+        yield running
+
+
+async def test_a_new_password_applies_at_once_and_ends_the_old_sessions(
+    own: WebGateway,
+) -> None:
+    """``baton operators passwd`` while the gateway runs: the old password is
+    refused at the next login, alice's session begun with it ends (401 and
+    its event stream closes), the new password signs in; bob is untouched."""
+    gw = own
+    async with gw.browser() as before, gw.browser() as watching, gw.browser() as bob:
+        assert (await before.login("alice")).status == 200
+        assert (await watching.login("alice")).status == 200
+        assert (await bob.login("bob")).status == 200
+        assert (await before.get("/inbox/session")).status == 200
+        async with watching.events() as stream:
+            assert stream.status == 200
+            await stream.snapshot()
+            new = reset_password(gw.folder, "alice")
+            assert await stream.ended(), "the event stream outlived the password"
+        ended = await before.get("/inbox/session")
+        assert ended.status == 401, ended.body
+        assert ended.json()["error"]["code"] == "session_required"
+        old = await before.login("alice")
+        assert old.status == 401, old.body
+        assert old.json()["error"]["code"] == "invalid_credentials"
+        assert (await before.login("alice", new)).status == 200
+        assert (await before.get("/inbox/session")).status == 200
+        assert (await bob.get("/inbox/session")).status == 200
+
+
+async def test_a_removed_password_file_ends_local_login(own: WebGateway) -> None:
+    gw = own
+    async with gw.browser() as browser:
+        assert (await browser.login("carol")).status == 200
+        (gw.folder.operator("carol") / LOGIN_HASH_FILE).unlink()
+        assert (await browser.get("/inbox/session")).status == 401
+        refused = await browser.login("carol")
+    assert refused.status == 401, refused.body
+    assert refused.json()["error"]["code"] == "invalid_credentials"
+
+
+async def test_a_password_file_that_no_longer_decodes_is_no_login(own: WebGateway) -> None:
+    """Fail closed: a broken file (hand-edited, truncated) refuses the login
+    instead of erroring; the gateway keeps serving the others."""
+    gw = own
+    path = gw.folder.operator("bob") / LOGIN_HASH_FILE
+    path.write_bytes(b"$scrypt$not-a-hash\n")
+    path.chmod(0o600)
+    async with gw.browser() as browser:
+        refused = await browser.login("bob")
+        assert refused.status == 401, refused.body
+        assert (await browser.login("alice")).status == 200

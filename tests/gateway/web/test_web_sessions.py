@@ -39,7 +39,7 @@ async def test_login_sets_the_exact_cookie_and_answers_the_session(gw: WebGatewa
     assert answer.status == 200, answer.body
     [cookie] = answer.set_cookies
     match = re.fullmatch(
-        rf"{COOKIE_NAME}=([A-Za-z0-9_-]{{56}}); Secure; HttpOnly; SameSite=Strict; Path=/; "
+        rf"{COOKIE_NAME}=([A-Za-z0-9_-]{{67}}); Secure; HttpOnly; SameSite=Strict; Path=/; "
         r"Max-Age=43200",
         cookie,
     )
@@ -92,7 +92,7 @@ async def test_the_session_route_needs_a_live_session(gw: WebGateway) -> None:
         assert real is not None
         raw = bytearray(b64url_decode(real))
         raw[2:10] = (int(gw.clock()) - 10).to_bytes(8, "big")
-        for forged in ("x" * 56, b64url_encode(bytes(raw))):
+        for forged in ("x" * 67, b64url_encode(bytes(raw))):
             browser.token = forged
             assert (await browser.get("/inbox/session")).status == 401
 
