@@ -20,7 +20,8 @@
     baton demo [DIR]                                a signed, encrypted, replay-proof hop
     baton verify FILE [--operator-key PATH] [--dir DIR]
                                                     check a handoff export or decision offline
-    baton probe URL --agent-key JWKS --upstream NAME [--client-cert F --key F] [--ca F] [--json]
+    baton probe URL --agent-key JWKS --upstream NAME [--client-cert F --key F] [--ca F]
+                [--connections N] [--json]
                                                     run the catalogue's network attacks at a gateway
     baton inbox [--dir DIR] [--url URL] --operator NAME list [--queue Q] [--status S]
     baton inbox ... claim|release ID [--queue Q]    take or give back a handoff's lease
@@ -415,6 +416,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         agent_id=args.agent_id,
         method=args.method,
         body_limit=args.body_limit,
+        connections=args.connections,
     )
     report = asyncio.run(run_probe(options))
     if args.json:
@@ -623,6 +625,10 @@ def _probe_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     probe.add_argument("--agent-id", metavar="SPIFFE_ID", help="identity for the foreign-CA case")
     probe.add_argument("--method", default="tools/list", help="a JSON-RPC method policy allows")
     probe.add_argument("--body-limit", type=int, default=1 << 20, help="the gateway's body cap")
+    probe.add_argument(
+        "--connections", type=int, default=256, metavar="N",
+        help="idle connections the X05 case holds before one more request (0: skip)",
+    )  # fmt: skip
     probe.add_argument("--json", action="store_true", help="the report as JSON")
     probe.set_defaults(run=_cmd_probe)
 

@@ -19,7 +19,10 @@ reverse proxy forwards them all, so they fail there: the probe says what a
 gateway catches, not only whether it is up. Two cases also need an accepted
 request: R01 (the same signed request twice: first accepted, then refused)
 and R09 (a forged signature carrying a nonce must not burn it: the valid
-request with that nonce is accepted afterwards). Nothing secret is printed:
+request with that nonce is accepted afterwards). X05 holds ``connections``
+idle TLS connections from the probe's address, then sends the baseline on
+one more: a gateway that caps connections per address refuses that one
+(``--connections 0`` leaves the case out). Nothing secret is printed:
 no key material, signatures, nonces or response bodies, only statuses and
 stable codes.
 
@@ -83,6 +86,8 @@ class ProbeOptions:
     method: str = "tools/list"
     #: The gateway's body cap: X01 sends a body just over it.
     body_limit: int = 1 << 20
+    #: Idle connections X05 holds open before one more request (0: skip it).
+    connections: int = 256
     timeout_s: float = 10.0
     clock: Callable[[], float] = time.time
     token: Callable[[int], str] = secrets.token_urlsafe
@@ -94,6 +99,8 @@ class ProbeOptions:
             raise ValueError("--client-cert and --key go together")
         if self.signing_key.use != "sig":
             raise ValueError("--agent-key must hold a signing key")
+        if not 0 <= self.connections <= 4096:
+            raise ValueError("--connections must be between 0 and 4096")
 
 
 @dataclass(frozen=True)
@@ -229,7 +236,8 @@ class ProbeReport:
 
 
 def _error_code(body: bytes) -> str | None:
-    """Baton's stable code from its error shape (``error.data.code``), else ``None``."""
+    """Baton's stable code from its error shape (``error.data.code``, or a string
+    ``error.code`` from a listener that refused before HTTP), else ``None``."""
     try:
         document = loads(body)
     except KeysError:
@@ -237,6 +245,8 @@ def _error_code(body: bytes) -> str | None:
     error = document.get("error") if isinstance(document, dict) else None
     data = error.get("data") if isinstance(error, dict) else None
     code = data.get("code") if isinstance(data, dict) else None
+    if code is None and isinstance(error, dict):
+        code = error.get("code")  # a listener's own refusal: {"error": {"code": ...}}
     return code if isinstance(code, str) and len(code) <= 64 else None
 
 
@@ -590,6 +600,34 @@ async def _method_denied(probe: _Probe) -> Observed:
     return await probe.send(body, probe.signed(body))
 
 
+async def _connection_cap(probe: _Probe) -> tuple[Observed, str]:
+    """X05: hold ``connections`` idle TLS connections, then send the baseline
+    on one more. A gateway that caps what one address holds refuses it (429,
+    or closes it); one that keeps them all answers it."""
+    base = URL(probe.options.url)
+    held: list[asyncio.StreamWriter] = []
+    try:
+        for _ in range(probe.options.connections):
+            try:
+                async with asyncio.timeout(probe.options.timeout_s):
+                    _, writer = await asyncio.open_connection(
+                        base.host, base.port, ssl=probe.context, server_hostname=base.host
+                    )
+            except (OSError, TimeoutError):
+                break  # refused while opening: the next request shows how
+            held.append(writer)
+        body = _baseline_body(probe)
+        return await probe.send(body, probe.signed(body)), ""
+    finally:
+        for writer in held:
+            writer.close()
+        if held:
+            await asyncio.wait(
+                [asyncio.ensure_future(writer.wait_closed()) for writer in held],
+                timeout=probe.options.timeout_s,
+            )
+
+
 _TLS_OR_401 = "TLS refused or 401/403"
 
 CASES: Final[tuple[_Case, ...]] = (
@@ -631,6 +669,9 @@ CASES: Final[tuple[_Case, ...]] = (
           _simple(_unknown_upstream)),
     _Case("P14", "method-not-allowed", _expect((403,), "policy_denied"),
           _simple(_method_denied)),
+    _Case("X05", "connections-per-address", _expect((429, 503), "too_many_connections",
+                                                    tls=True, text="429 or closed"),
+          _connection_cap),
 )  # fmt: skip
 
 #: The catalogue IDs the probe covers, each once, in case order.
@@ -645,6 +686,8 @@ async def run_probe(options: ProbeOptions) -> ProbeReport:
         results: list[CaseResult] = []
         if baseline.accepted:
             for case in CASES:
+                if case.run is _connection_cap and options.connections == 0:
+                    continue  # --connections 0: the user asked not to hold connections
                 seen, note = await case.run(probe)
                 passed = case.expect.met_by(seen) and not note
                 results.append(CaseResult(case.id, case.name, passed, seen, str(case.expect), note))

@@ -91,8 +91,11 @@ Choices and why:
   check. That is safe because the issuer must match the redirect URI
   exactly against the client's registration (OIDC Core s3.1.2.1, RFC 9700
   s4.1.3): a forged ``Host`` gets an error page at the issuer, never a code.
-  The URI is sealed into the cookie; the callback must arrive on the same
-  host, and the token request repeats it (RFC 6749 s4.1.3).
+  On the operator listener the web app has already refused (421) any
+  ``Host`` that names none of its origins (``gateway/web/webapp.py``, P06),
+  so the URI is always one of those. The URI is sealed into the cookie; the
+  callback must arrive on the same host, and the token request repeats it
+  (RFC 6749 s4.1.3).
 """
 
 from __future__ import annotations

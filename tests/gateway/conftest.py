@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from gateway.app import STORES, AppOptions, admin_app, gateway_app
+from gateway.app import STORES, AppOptions, admin_app, capped_site, gateway_app
 from gateway.config import load
 from gateway.devdata import AgentMaterial, DataFolder, init_data_folder
 from gateway.metrics import Metrics
@@ -136,7 +136,10 @@ async def start_gateway(
         ca_file=runtime.ca_file,
         require_client_cert=runtime.config.gateway.client_auth == "required",
     )
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+    # As `baton serve` listens: the per-address connection cap (X05).
+    await capped_site(
+        runner, "127.0.0.1", port, limits=runtime.config.limits, ssl_context=tls, metrics=metrics
+    ).start()
     admin = web.AppRunner(admin_app(app, metrics), access_log=None)
     await admin.setup()
     await web.TCPSite(admin, "127.0.0.1", admin_port).start()

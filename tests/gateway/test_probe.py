@@ -60,14 +60,14 @@ def _cases(report: dict[str, object]) -> list[dict[str, object]]:
 
 @pytest.mark.threat(
     "M01", "M02", "R10", "R09", "R11", "R07", "R01", "R04", "R13", "J01", "J05", "X01", "X02",
-    "X04", "P13", "P06", "P14",
+    "X04", "P13", "P06", "P14", "X05",
 )  # fmt: skip
 async def test_every_case_is_refused_by_baton(
     gw: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert set(COVERED_IDS) == {
         "M01", "M02", "R10", "R09", "R11", "R07", "R01", "R04", "R13", "J01", "J05", "X01",
-        "X02", "X04", "P13", "P06", "P14",
+        "X02", "X04", "P13", "P06", "P14", "X05",
     }  # fmt: skip
     status, out, err = await _probe(_argv(gw, gw.base, "--json"), capsys)
     report = json.loads(out)
@@ -79,9 +79,13 @@ async def test_every_case_is_refused_by_baton(
     assert report["failed"] == 0 and report["passed"] == len(CASES)
     # Only the baseline, R01's first copy and R09's valid request reached the upstream.
     assert len(gw.upstream.received) == 3
-    # Every refusal that reached HTTP wrote exactly one audit event; TLS refusals none.
+    # Every refusal that reached HTTP wrote exactly one audit event; TLS refusals
+    # none, nor the listener's own connection-cap refusal (X05: not audited, so a
+    # connection flood cannot write the log; counted in baton_requests instead).
+    x05 = next(case for case in cases if case["id"] == "X05")
+    assert (x05["status"], x05["code"]) == (429, "too_many_connections")
     events = await gw.audit_events()
-    http_refusals = [case for case in cases if case["outcome"] == "http"]
+    http_refusals = [case for case in cases if case["outcome"] == "http" and case["id"] != "X05"]
     assert [e.event for e in events].count("request.rejected") == len(http_refusals)
     assert [e.event for e in events].count("request.accepted") == 3
     tls = {case["id"]: case["outcome"] for case in cases if case["id"] in ("M01", "M02")}
@@ -172,6 +176,7 @@ async def test_a_plain_proxy_is_reported_honestly(
         ("R11", "digest-mismatch"), ("R07", "created-stale"), ("R01", "nonce-replay"),
         ("R13", "alg-mismatch"), ("J01", "alg-none"), ("P13", "underscore-header"),
         ("P06", "foreign-origin"), ("P14", "unknown-upstream"), ("X02", "deep-json"),
+        ("X05", "connections-per-address"),
     ]  # fmt: skip
     assert [verdicts[key] for key in forwarded] == [False] * len(forwarded)
     assert report["failed"] > report["passed"]
@@ -179,6 +184,15 @@ async def test_a_plain_proxy_is_reported_honestly(
     assert replay["status"] == 200 and replay["code"] is None
     assert len(gw.upstream.received) > 3  # the attacks reached the upstream
     assert await gw.audit_events() == []  # and Baton never saw them
+
+
+async def test_connections_zero_skips_the_connection_case(
+    gw: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = await _probe(_argv(gw, gw.base, "--json", "--connections", "0"), capsys)
+    report = json.loads(out)
+    assert status == 0
+    assert [case["id"] for case in report["cases"]] == [c.id for c in CASES if c.id != "X05"]
 
 
 def test_probe_needs_an_https_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
