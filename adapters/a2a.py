@@ -61,6 +61,7 @@ __all__ = [
     "HTTP_JSON",
     "JSONRPC",
     "MAX_ID_CHARS",
+    "MAX_REFERENCE_TASKS",
     "STREAMING_METHODS",
     "V03_TO_V1",
     "V1_METHODS",
@@ -124,6 +125,9 @@ _NO_IDS: Final[tuple[None, None]] = (None, None)
 
 # Field names: JSON name first, then the proto/pydantic name the upstream also accepts.
 _TASK_ID: Final = ("taskId", "task_id")
+_REFERENCE_TASK_IDS: Final = ("referenceTaskIds", "reference_task_ids")
+#: More referenced tasks than this in one message is refused (each is a store read).
+MAX_REFERENCE_TASKS: Final = 32
 _CONTEXT_ID: Final = ("contextId", "context_id")
 # v0.3 REST's SendMessageRequest names its message field ``request`` (json_name "message").
 _MESSAGE: Final = ("message", "request")
@@ -373,6 +377,7 @@ class _Fields:
     context_id: str | None = None
     push_urls: tuple[str, ...] = ()
     skill: str | None = None
+    reference_task_ids: tuple[str, ...] = ()
 
 
 def _skill(*metadatas: Any) -> str | None:
@@ -422,7 +427,22 @@ def _message_fields(params: Mapping[str, Any]) -> _Fields:
         ),
         push_urls=tuple(urls),
         skill=_skill(message.get("metadata"), params.get("metadata")),
+        reference_task_ids=_reference_task_ids(message),
     )
+
+
+def _reference_task_ids(message: Mapping[str, Any]) -> tuple[str, ...]:
+    """``Message.referenceTaskIds`` (A2A v1.0 ``Message``; "task refinements" in
+    life-of-a-task): a list of task ids, each checked
+    like ``taskId``; at most :data:`MAX_REFERENCE_TASKS`, duplicates once."""
+    value = _field(message, _REFERENCE_TASK_IDS, "message.referenceTaskIds")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidRequest("message.referenceTaskIds must be a list")
+    if len(value) > MAX_REFERENCE_TASKS:
+        raise InvalidRequest(f"more than {MAX_REFERENCE_TASKS} referenceTaskIds")
+    return tuple(dict.fromkeys(_required_id(item, "message.referenceTaskIds[]") for item in value))
 
 
 def _push_config_urls(params: Mapping[str, Any]) -> tuple[str, ...]:
@@ -519,6 +539,7 @@ def _build_call(
         target=fields.skill,
         context_id=fields.context_id,
         task_id=fields.task_id,
+        reference_task_ids=fields.reference_task_ids,
         streaming=name in STREAMING_METHODS,
         push_urls=fields.push_urls,
     )

@@ -86,6 +86,9 @@ class Call:
     #: A2A task the request refers to (GetTask, CancelTask, SubscribeToTask,
     #: a message continuing a task, push-notification configs), if any.
     task_id: str | None = None
+    #: A2A ``Message.referenceTaskIds``: other tasks a message points at (each
+    #: must be the caller's, as ``task_id`` must).
+    reference_task_ids: tuple[str, ...] = ()
     #: The response is expected to be an SSE stream.
     streaming: bool = False
     #: Webhook URLs the request asks the upstream to call (A2A push configs).

@@ -441,14 +441,15 @@ class A2aDialect(Dialect):
         hosts = self._webhook_hosts.get(upstream, frozenset())
         for url in call.push_urls:
             check_webhook_url(url, allowed_hosts=hosts, trusted_networks=self._trusted)
-        if call.task_id is not None:
-            await self._require_owner(
-                "a2a-task",
-                _handle_key(upstream, call.task_id),
-                caller,
-                now,
-                TaskNotFound(f"{caller} named a task it does not own"),
-            )
+        for task_id in (call.task_id, *call.reference_task_ids):
+            if task_id is not None:  # a referenced task is no more shared than the task
+                await self._require_owner(
+                    "a2a-task",
+                    _handle_key(upstream, task_id),
+                    caller,
+                    now,
+                    TaskNotFound(f"{caller} named a task it does not own"),
+                )
 
     async def rewrite_request(
         self, call: Call, body: bytes, *, caller: str, upstream: str, now: float

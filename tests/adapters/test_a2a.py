@@ -52,6 +52,7 @@ from adapters.a2a import (
     GRPC_STATUS,
     HTTP_JSON,
     JSONRPC,
+    MAX_REFERENCE_TASKS,
     V03_TO_V1,
     V1_METHODS,
     a2a_version,
@@ -753,6 +754,26 @@ def test_invalid_ids_refused(value: Any, where: str) -> None:
         body = rpc("SendMessage", {"message": {"messageId": "m", key: value}})
     with pytest.raises(InvalidRequest):
         parse(body)
+
+
+def test_reference_task_ids_are_read_checked_and_bounded() -> None:
+    """``referenceTaskIds`` name tasks the gateway must check ownership of, as
+    it does ``taskId`` (P11): both spellings read, each id checked, a bounded
+    list, duplicates once; a list in two spellings or of non-ids is refused."""
+    message = {"messageId": "m", "referenceTaskIds": ["t-1", "t-2", "t-1"]}
+    assert parse(rpc("SendMessage", {"message": message})).reference_task_ids == ("t-1", "t-2")
+    snake = {"messageId": "m", "reference_task_ids": ["victim"]}
+    assert parse(rpc("SendMessage", {"message": snake})).reference_task_ids == ("victim",)
+    assert parse(rpc("SendMessage", {"message": {"messageId": "m"}})).reference_task_ids == ()
+    refused: list[Any] = [
+        "t-1", [7], ["a\nb"], [""], ["t"] * (MAX_REFERENCE_TASKS + 1), {"id": "t"},
+    ]  # fmt: skip
+    for value in refused:
+        with pytest.raises(InvalidRequest):
+            parse(rpc("SendMessage", {"message": {"messageId": "m", "referenceTaskIds": value}}))
+    both = {"messageId": "m", "referenceTaskIds": ["a"], "reference_task_ids": ["b"]}
+    with pytest.raises(InvalidRequest):
+        parse(rpc("SendMessage", {"message": both}))
 
 
 def test_longest_valid_id_accepted() -> None:

@@ -896,7 +896,11 @@ async def test_another_callers_task_is_not_found(tmp_path: Path) -> None:
             task = _task(
                 await post_jsonrpc(http, fleet.a2a_url + "/", "SendMessage", {"message": message})
             )
-        task_id, context_id = str(task["id"]), str(task["contextId"])
+            task_id, context_id = str(task["id"]), str(task["contextId"])
+            # The owner may point a new message at its own task.
+            refined = {**message, "messageId": "m-0", "referenceTaskIds": [task_id]}
+            own = await post_jsonrpc(http, fleet.a2a_url + "/", "SendMessage", {"message": refined})
+            assert "result" in own, own
         probes: list[tuple[str, dict[str, Any]]] = [
             ("GetTask", {"id": task_id}),
             ("CancelTask", {"id": task_id}),
@@ -906,6 +910,10 @@ async def test_another_callers_task_is_not_found(tmp_path: Path) -> None:
             (
                 "SendMessage",
                 {"message": {**message, "messageId": "m-2", "taskId": task_id}},
+            ),
+            (  # a new task that points at the victim's for context (task refinement)
+                "SendMessage",
+                {"message": {**message, "messageId": "m-3", "referenceTaskIds": [task_id]}},
             ),
         ]
         answers: dict[str, Any] = {}
