@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +100,7 @@ async def start_gateway(
     store: str | None = None,
     files: dict[str, bytes] | None = None,
     upstream_agent: str = "billing",
+    clock: Callable[[], float] | None = None,
 ) -> tuple[Running, list[web.AppRunner]]:
     folder = init_data_folder(
         tmp_path / "home",
@@ -127,7 +128,7 @@ async def start_gateway(
     )
     runtime = load_runtime(load(folder.config), folder.root)
     metrics = Metrics()
-    app = gateway_app(runtime, metrics, AppOptions())
+    app = gateway_app(runtime, metrics, AppOptions() if clock is None else AppOptions(clock=clock))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     tls = server_context(

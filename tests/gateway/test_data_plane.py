@@ -322,7 +322,22 @@ async def test_policy_denies_an_unlisted_caller_and_unknown_upstream(gw: Running
     await assert_rejected(gw, result, 403, "policy_denied", audit_before=1)
 
 
-async def test_rate_limit(gw: Running) -> None:
+async def test_rate_limit(tmp_path: Path) -> None:
+    """``chatty`` may send 2 per 60 s window. The gateway's clock is held at one
+    instant (signatures stay fresh: the test takes far less than the 5 s skew),
+    so the three requests cannot straddle a window boundary (CI once saw the
+    real clock cross one and the third pass)."""
+    instant = float(int(time.time()))
+    gw, runners = await start_gateway(tmp_path, clock=lambda: instant)
+    try:
+        await _rate_limited(gw)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        await gw.upstream.stop()
+
+
+async def _rate_limited(gw: Running) -> None:
     for _ in range(2):
         status, _, _ = await gw.send("chatty", "/u/billing/x", rpc("tools/list"))
         assert status == 200

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -165,9 +166,14 @@ async def test_the_escalating_agent_can_cancel_until_someone_decides(fleet: Flee
 
 
 async def test_a_handoff_flood_is_rate_limited(tmp_path: Path) -> None:
-    """H11: escalations count against the agent's rate limit like any request."""
+    """H11: escalations count against the agent's rate limit like any request.
+    The gateway's clock is held at one instant, so the flood cannot straddle a
+    window boundary (signatures stay fresh: the test takes seconds, not 5)."""
     limited = QUEUES + "\n[rate_limit]\nrequests = 6\nwindow_s = 600\n"
-    async with start_fleet(tmp_path, extra=limited, operators=("alice",)) as fleet:
+    instant = float(int(time.time()))
+    async with start_fleet(
+        tmp_path, extra=limited, operators=("alice",), clock=lambda: instant
+    ) as fleet:
         await _conversation(fleet, "ctx-flood")
         answers = [await _escalate(fleet, "support", f"flood-{i}", "ctx-flood") for i in range(8)]
         statuses = [a.status_code for a in answers]
