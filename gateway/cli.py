@@ -15,6 +15,7 @@
     baton transcript verify CONV [--dir DIR]        check a conversation's chain and bodies
     baton audit verify [--dir DIR]                  check the audit chain
     baton trace CONV [--dir DIR]                    who called whom, when, outcome, latency
+    baton tools approve UPSTREAM TOOL [--dir DIR]   accept a changed MCP tool definition
     baton sidecar --agent NAME [--listen H:P] [--gateway URL] [--dir DIR]
                                                     loopback proxy signing for one agent
     baton demo [DIR]                                a signed, encrypted, replay-proof hop
@@ -80,11 +81,13 @@ from gateway.inbox_render import (
 from gateway.inspect import trace_lines, verify_audit, verify_conversation
 from gateway.logs import configure as configure_logs
 from gateway.probe import ProbeOptions, run_probe
+from gateway.recorder import Recorder
 from gateway.runtime import load_runtime
 from gateway.serve import run as run_server
 from gateway.serve import serve_worker
 from gateway.sidecar import SidecarConfig, agent_tls_context, sidecar_app
 from gateway.stores import Stores
+from gateway.tool_pins import ToolPins
 from gateway.verify import load_verification_keys, verify_artifact
 from keys.errors import KeysError
 from keys.files import load_private_jwks, save_jwks, save_private_jwks
@@ -344,6 +347,33 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     return asyncio.run(_with_stores(DataFolder(Path(args.dir)), check))
 
 
+def _cmd_tools_approve(args: argparse.Namespace) -> int:
+    """Pin a changed MCP tool definition (the one gateways hid and refused), audited."""
+    folder = DataFolder(Path(args.dir))
+    upstream = validate_name(args.upstream)
+    config = load_config(folder.config)
+    if not any(u.name == upstream and u.protocol == "mcp" for u in config.upstreams):
+        raise InitError(f"no MCP upstream {upstream!r} in {folder.config}")
+
+    async def approve(stores: Stores) -> int:
+        now = time.time()
+        approval = await ToolPins(stores.bindings).approve(upstream, args.tool, now=now)
+        if approval is None:
+            print(f"baton: {upstream} tool {args.tool!r} has no change awaiting approval",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        await Recorder(stores.transcripts, stores.audit).event(
+            ts=int(now * 1000), event="tool.approved", outcome="accepted", reason=None,
+            request_id="cli", peer=None, artifact_sha256=approval.approved,
+            detail=f"{upstream} tool={args.tool[:200]!r} replaces={approval.previous}",
+        )  # fmt: skip
+        print(f"{upstream} tool {args.tool!r}: pinned {approval.approved}")
+        print(f"  (was {approval.previous})")
+        return 0
+
+    return asyncio.run(_with_stores(folder, approve))
+
+
 def _cmd_trace(args: argparse.Namespace) -> int:
     async def show(stores: Stores) -> int:
         entries = await stores.transcripts.read(args.conversation, limit=100_000)
@@ -556,6 +586,8 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (transcript_verify, audit_verify, trace):
         sub.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
 
+    _tools_parser(commands)
+
     _sidecar_parser(commands)
     _operators_parser(commands)
     _verify_parser(commands)
@@ -580,6 +612,18 @@ def _sidecar_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     sidecar.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
     sidecar.set_defaults(run=_cmd_sidecar)
+
+
+def _tools_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tools = commands.add_parser("tools", help="pinned MCP tool definitions (I04)")
+    tools_commands = tools.add_subparsers(dest="tools_command", required=True)
+    approve = tools_commands.add_parser(
+        "approve", help="accept a changed tool definition: pin it and allow calls again"
+    )
+    approve.add_argument("upstream")
+    approve.add_argument("tool")
+    approve.add_argument("--dir", default=".", help="folder holding baton.toml (default .)")
+    approve.set_defaults(run=_cmd_tools_approve)
 
 
 def _operators_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

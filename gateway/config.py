@@ -292,6 +292,10 @@ class UpstreamConfig(_Section):
     #: Agent name whose SPIFFE ID the upstream's server certificate must carry.
     #: Defaults to ``name``.
     identity: Name | None = None
+    #: MCP: pin each tool's definition (RFC 8785 digest) the first time it is
+    #: listed; a later change hides the tool and refuses calls to it until
+    #: ``baton tools approve`` (threat I04, gateway/tool_pins.py).
+    pin_tools: bool = True
     connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
     #: Retries after a connection failure, for idempotent requests only.

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_network
 from typing import Any, Final
@@ -40,6 +40,7 @@ from adapters import a2a, mcp
 from adapters.agent_card import parse_card, rewrite_card, sign_card, verify_card
 from adapters.jsonrpc import Call, parse_call, render_error
 from adapters.sse import event_data, with_data
+from gateway.tool_pins import Seen, ToolPins
 from keys.errors import KeysError
 from keys.keyset import KeySet
 from keys.material import PrivateKey
@@ -52,6 +53,7 @@ from protocol.errors import (
     InvalidRequest,
     SessionNotFound,
     TaskNotFound,
+    ToolChanged,
     UnsafeWebhook,
 )
 from protocol.policy import Policy
@@ -63,6 +65,7 @@ __all__ = [
     "Dialect",
     "McpDialect",
     "Rendered",
+    "ToolChangedHook",
     "dialect_for",
     "lowered_headers",
     "render_a2a",
@@ -72,6 +75,9 @@ __all__ = [
 SESSION_TTL_S: Final = 24 * 3600
 TASK_TTL_S: Final = 7 * 24 * 3600
 REQUEST_STATE_TTL_S: Final = 15 * 60
+#: Told of a tool definition that changed since it was pinned (first sighting):
+#: ``(upstream, tool name, what was seen, the caller whose listing showed it)``.
+ToolChangedHook = Callable[[str, str, Seen, str], Awaitable[None]]
 #: Headers an adapter reads; each must appear at most once.
 _SINGLE_HEADERS: Final = (
     "mcp-method", "mcp-name", "mcp-protocol-version", "mcp-session-id", "a2a-version",
@@ -219,11 +225,16 @@ class McpDialect(Dialect):
     protocol = "mcp"
 
     def __init__(
-        self, bindings: BindingStore, max_depth: int, *, policy: Policy, names: Mapping[str, str]
-    ) -> None:
+        self, bindings: BindingStore, max_depth: int, *, policy: Policy, names: Mapping[str, str],
+        pinned: Collection[str] = (), on_tool_changed: ToolChangedHook | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(bindings, max_depth)
         self._policy = policy
         self._names = names
+        #: Upstreams whose tool definitions are pinned (``pin_tools``, I04).
+        self._pinned = frozenset(pinned)
+        self._pins = ToolPins(bindings)
+        self._on_tool_changed = on_tool_changed
 
     def parse(self, request: web.Request, body: bytes, tail: str) -> Call:
         return mcp.parse_mcp(
@@ -260,6 +271,13 @@ class McpDialect(Dialect):
                 now,
                 InvalidRequest(f"{caller} sent a requestState minted for another call"),
             )
+        if (
+            call.method == "tools/call"
+            and call.target is not None
+            and upstream in self._pinned
+            and await self._pins.changed(upstream, call.target, now=now) is not None
+        ):
+            raise ToolChanged(f"{upstream} tool {call.target!r} changed since it was pinned")
 
     async def on_response(
         self,
@@ -302,7 +320,9 @@ class McpDialect(Dialect):
             return body
         await self._bind_result_state(call, body, caller, upstream, now)
         filtered = self._filtered(call, body, caller, upstream)
-        return body if filtered is None else filtered
+        shown = body if filtered is None else filtered
+        unchanged = await self._unchanged_tools(call, shown, caller, upstream, now)
+        return shown if unchanged is None else unchanged
 
     async def on_event(
         self, call: Call, event: bytes, *, caller: str, upstream: str, now: float
@@ -313,7 +333,41 @@ class McpDialect(Dialect):
             return event
         await self._bind_result_state(call, data, caller, upstream, now)
         filtered = self._filtered(call, data, caller, upstream)
+        shown = data if filtered is None else filtered
+        unchanged = await self._unchanged_tools(call, shown, caller, upstream, now)
+        if unchanged is not None:
+            return with_data(event, unchanged)
         return event if filtered is None else with_data(event, filtered)
+
+    async def _unchanged_tools(
+        self, call: Call, message: bytes, caller: str, upstream: str, now: float
+    ) -> bytes | None:
+        """A ``tools/list`` answer without the tools whose definition differs
+        from its pin (I04), pinning the new ones; None when nothing was removed."""
+        if call.method != "tools/list" or upstream not in self._pinned:
+            return None
+        try:
+            value = loads(message, max_bytes=len(message), max_depth=self._max_depth)
+        except KeysError:
+            return None
+        result = value.get("result") if isinstance(value, dict) else None
+        if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+            return None
+        tools: list[Any] = result["tools"]
+        kept = []
+        for tool in tools:
+            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+                continue  # not a tool definition: nothing to pin, nothing to show
+            seen = await self._pins.observe(upstream, tool, now=now)
+            if not seen.changed:
+                kept.append(tool)
+                continue
+            if seen.first and self._on_tool_changed is not None:
+                await self._on_tool_changed(upstream, tool["name"], seen, caller)
+        if len(kept) == len(tools):
+            return None
+        result["tools"] = kept
+        return _compact(value)
 
     async def _bind_result_state(
         self, call: Call, message: bytes, caller: str, upstream: str, now: float
@@ -624,9 +678,14 @@ def dialect_for(
     policy: Policy,
     names: Mapping[str, str],
     trusted_networks: Collection[str] = (),
+    pinned: Collection[str] = (),
+    on_tool_changed: ToolChangedHook | None = None,
 ) -> Dialect:
     if protocol == "mcp":
-        return McpDialect(bindings, max_depth, policy=policy, names=names)
+        return McpDialect(
+            bindings, max_depth, policy=policy, names=names, pinned=pinned,
+            on_tool_changed=on_tool_changed,
+        )  # fmt: skip
     if protocol == "a2a":
         return A2aDialect(
             bindings,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import re
 import secrets
@@ -46,12 +47,13 @@ from multidict import CIMultiDict
 
 from adapters.jsonrpc import Call
 from adapters.sse import EventSplitter, is_event_stream
-from gateway.dialects import Dialect, dialect_for
+from gateway.dialects import Dialect, ToolChangedHook, dialect_for
 from gateway.metrics import Metrics
 from gateway.recorder import Recorder
 from gateway.runtime import AgentPolicy, Runtime
 from gateway.stores import Stores
 from gateway.tls import PeerIdentityCache
+from gateway.tool_pins import Seen
 from gateway.upstream import Upstream
 from keys.bearer import verify_bearer_at
 from keys.errors import KeysError
@@ -223,17 +225,21 @@ class Gateway:
             raise ValueError(f"unknown stages {sorted(stages - ALL_STAGES)}")
         self._stages = stages
         self._origins = frozenset(runtime.config.gateway.allowed_origins)
-        self._dialects = self._build_dialects(runtime, stores, upstreams)
+        self._dialects = self._build_dialects(runtime, stores, upstreams, self._tool_changed)
         self._generic = Dialect(stores.bindings, runtime.config.limits.max_json_depth)
         #: The approval gate (set by the app once the inbox exists; None: no holds).
         self.gate: Gate | None = None
 
     @staticmethod
     def _build_dialects(
-        runtime: Runtime, stores: Stores, upstreams: dict[str, Upstream]
+        runtime: Runtime,
+        stores: Stores,
+        upstreams: dict[str, Upstream],
+        on_tool_changed: ToolChangedHook,
     ) -> dict[str, Dialect]:
         """One dialect per protocol in use, each upstream mapped to its own."""
         config = runtime.config
+        pinned = {u.name for u in config.upstreams if u.protocol == "mcp" and u.pin_tools}
         shared: dict[str, Dialect] = {}
         webhook_hosts = {u.name: frozenset(u.webhook_hosts) for u in config.upstreams}
         base_urls = {u.name: u.url for u in config.upstreams}
@@ -254,12 +260,38 @@ class Gateway:
                     trusted_networks=config.gateway.webhook_trusted_networks,
                     policy=runtime.policy,
                     names={a.identity: a.name for a in runtime.agents_by_identity.values()},
+                    pinned=pinned,
+                    on_tool_changed=on_tool_changed,
                 )
         return {name: shared[upstream.config.protocol] for name, upstream in upstreams.items()}
 
     def clock(self) -> float:
         """The gateway's clock (injected in tests)."""
         return self._clock()
+
+    async def _tool_changed(self, upstream: str, name: str, seen: Seen, caller: str) -> None:
+        """Audit, once fleet-wide, a tool definition that no longer matches its
+        pin (I04); the dialect has already left it out of the listing."""
+        log.warning(
+            "MCP tool definition changed since it was pinned: hidden and refused until "
+            "'baton tools approve'",
+            extra={"upstream": upstream, "tool": name[:200], "seen": seen.digest},
+        )
+        name_digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+        try:
+            await self.recorder.event(
+                once=f"tool.changed:{upstream}:{name_digest}:{seen.digest}",
+                ts=int(self._clock() * 1000),
+                event="tool.changed",
+                outcome="rejected",
+                reason="tool_changed",
+                request_id="tools/list",
+                peer=caller,
+                artifact_sha256=seen.digest,
+                detail=f"{upstream} tool={name[:200]!r} pinned={seen.pinned}",
+            )
+        except StoreUnavailable as exc:
+            raise AuditUnavailable(f"audit log: {exc.detail}") from exc
 
     def _freshness_now(self, now: float) -> float:
         """The time signatures are judged fresh at: ``now``, but never earlier

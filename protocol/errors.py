@@ -15,7 +15,8 @@ the caller (``public()`` omits it).
     |   +-- header_mismatch, unsupported_version, unsafe_webhook (protocol adapters)
     +-- AuthenticationFailed (401)      bad_signature, replay_detected, expired, unknown_kid,
     |                                   invalid_credentials, session_required, oidc_failed, ...
-    +-- Forbidden (403)                 policy_denied, not_participant, csrf_failed, ...
+    +-- Forbidden (403)                 policy_denied, not_participant, csrf_failed,
+    |                                   tool_changed, ...
     +-- NotFound (404)                  session_not_found, task_not_found
     +-- MethodNotAllowed (405), MisdirectedRequest (421)
     +-- Conflict (409)                  duplicate_bundle, stale_decision, out_of_order
@@ -111,6 +112,7 @@ __all__ = [
     "TaskNotFound",
     "TokenExpired",
     "TooDeep",
+    "ToolChanged",
     "Unavailable",
     "UnknownKeyId",
     "UnsafeWebhook",
@@ -449,6 +451,14 @@ class PolicyDenied(Forbidden):
     """Denied by policy."""
 
     code = "policy_denied"
+
+
+class ToolChanged(Forbidden):
+    """An MCP tool's definition changed since it was pinned (I04, "rug pull"):
+    hidden from listings and refused until an administrator approves it again."""
+
+    code = "tool_changed"
+    public_message = "tool changed since it was approved"
 
 
 class NotParticipant(Forbidden):

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -224,6 +225,8 @@ class Fleet:
     operator_port: int = 0
     #: Operator name -> its one-time web-inbox password (``write_operator``).
     passwords: dict[str, str] = field(default_factory=dict)
+    #: The ``payments`` upstream's MCP server (tests change its tools live).
+    mcp_server: Any = None
 
     @property
     def base(self) -> str:
@@ -292,6 +295,7 @@ async def start_fleet(
     a2a_app: Callable[[int], Any] | None = None,
     extra: str = "",
     operators: tuple[str, ...] = (),
+    clock: Callable[[], float] | None = None,
 ) -> AsyncIterator[Fleet]:
     """The fleet; ``push=True`` gives the A2A agent a push sender that reaches the
     gateway as agent ``assistant`` (its certificate and signature)."""
@@ -347,7 +351,8 @@ async def start_fleet(
         }
         runtime = load_runtime(load(folder.config), folder.root)
         metrics = Metrics()
-        app = gateway_app(runtime, metrics, AppOptions(sweep_interval_s=0))
+        options = AppOptions(sweep_interval_s=0, clock=clock or time.time)
+        app = gateway_app(runtime, metrics, options)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         tls = server_context(
@@ -382,6 +387,7 @@ async def start_fleet(
                 holder.get("control"),
                 operator_port,
                 passwords,
+                mcp_server,
             )
         finally:
             await operator_runner.cleanup()
