@@ -348,17 +348,22 @@ class McpDialect(Dialect):
             return None
         try:
             value = loads(message, max_bytes=len(message), max_depth=self._max_depth)
-        except KeysError:
-            return None
+        except KeysError as exc:
+            # Fail closed: an answer the pins cannot read must not pass unpinned
+            # (the upstream is the party this defends against).
+            raise BadGateway(f"{upstream}: tools/list answer is not strict JSON: {exc}") from exc
         result = value.get("result") if isinstance(value, dict) else None
         if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
-            return None
+            return None  # an error answer, or a notification on the stream
         tools: list[Any] = result["tools"]
         kept = []
         for tool in tools:
             if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
                 continue  # not a tool definition: nothing to pin, nothing to show
-            seen = await self._pins.observe(upstream, tool, now=now)
+            try:
+                seen = await self._pins.observe(upstream, tool, now=now)
+            except InvalidRequest:  # not canonicalisable (RFC 8785): cannot be pinned
+                continue
             if not seen.changed:
                 kept.append(tool)
                 continue
