@@ -59,6 +59,7 @@ from keys.errors import KeysError
 from keys.strictjson import loads
 from protocol.canonical import canonical_digest
 from protocol.errors import (
+    BadGateway,
     BatonError,
     HeaderMismatch,
     InvalidRequest,
@@ -586,8 +587,11 @@ def filter_listing(
 
     An agent is never offered a tool it may not call (least privilege: a model
     that does not see a tool cannot be talked into calling it). ``message`` is
-    one JSON-RPC response (a JSON body or one SSE event's data). Anything that
-    is not a successful answer of that shape is left alone (None).
+    one JSON-RPC response (a JSON body or one SSE event's data). A successful
+    answer of another shape, and an error answer, are left alone (None). One
+    that Baton's strict parser refuses is :class:`BadGateway`: passed on, a
+    lenient client could read it differently (a duplicated ``tools`` member:
+    Python's ``json`` keeps the last) and see what the filter would remove.
     """
     spec = LIST_TARGETS.get(method)
     if spec is None:
@@ -595,8 +599,8 @@ def filter_listing(
     member, kind, key = spec
     try:
         value = loads(message, max_bytes=len(message), max_depth=max_depth)
-    except KeysError:
-        return None
+    except KeysError as exc:
+        raise BadGateway(f"{method} answer is not strict JSON: {exc}") from exc
     result = value.get("result") if isinstance(value, dict) else None
     if not isinstance(result, dict) or not isinstance(result.get(member), list):
         return None

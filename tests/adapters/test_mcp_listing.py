@@ -8,6 +8,7 @@ import pytest
 
 from adapters.mcp import filter_listing
 from adapters.sse import event_data, with_data
+from protocol.errors import BadGateway
 
 
 def _allowed(kind: str, name: str) -> bool:
@@ -48,7 +49,19 @@ def test_unchanged_or_foreign_answers_are_left_alone() -> None:
     )
     error = b'{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"m"}}'
     assert filter_listing("tools/list", error, _allowed, max_depth=64) is None
-    assert filter_listing("tools/list", b"not json", _allowed, max_depth=64) is None
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"not json",
+        # A lenient client keeps the last "tools": the filter must not be read around.
+        b'{"jsonrpc":"2.0","id":1,"result":{"tools":[],"tools":[{"name":"refund"}]}}',
+    ],
+)
+def test_an_answer_the_strict_parser_refuses_is_a_bad_gateway(message: bytes) -> None:
+    with pytest.raises(BadGateway):
+        filter_listing("tools/list", message, _allowed, max_depth=64)
 
 
 def test_event_data_is_replaced_and_other_fields_kept() -> None:
