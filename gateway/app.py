@@ -50,6 +50,7 @@ from gateway.stores import Stores
 from gateway.tls import upstream_context
 from gateway.upstream import Upstream
 from gateway.web import headers as web_headers
+from gateway.web.headers import Handler
 from gateway.web.webapp import mount as mount_web_inbox
 from keys.keyset import KeySet
 from protocol.errors import BatonError, StoreUnavailable
@@ -141,7 +142,13 @@ def gateway_app(
 ) -> web.Application:
     """The data-plane application. Stores and upstream pools open on start-up."""
     limits = runtime.config.limits
-    app = web.Application(client_max_size=limits.max_body_bytes)
+
+    @web.middleware
+    async def admission(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every data-plane route passes the in-flight cap first (X06)."""
+        return await request.app[GATEWAY].admitted(request, handler)
+
+    app = web.Application(client_max_size=limits.max_body_bytes, middlewares=[admission])
     app[RUNTIME] = runtime
     published = runtime.signing.public()
     if runtime.card_signing is not None and runtime.card_signing.kid not in published:

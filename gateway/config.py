@@ -246,6 +246,9 @@ class LimitsConfig(_Section):
     max_connections_per_address: int = Field(default=128, ge=1, le=1_000_000)
     #: A TLS handshake must finish within this many seconds.
     tls_handshake_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    #: Data-plane requests one gateway process serves at once (streams count
+    #: until they end); more are answered 503 ``overloaded`` before any work.
+    max_in_flight: int = Field(default=2048, ge=1, le=1_000_000)
 
 
 class ReplayConfig(_Section):

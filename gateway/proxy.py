@@ -37,7 +37,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple
@@ -79,6 +79,7 @@ from protocol.errors import (
     InvalidRequest,
     MisdirectedRequest,
     OriginRejected,
+    Overloaded,
     PayloadTooLarge,
     PolicyDenied,
     RateLimited,
@@ -120,6 +121,8 @@ _DROP_RESPONSE: Final = frozenset(
         "baton-conversation",
     }
 )  # fmt: skip
+#: At most one ``request.shed`` audit event per this many seconds (X06: sampled).
+SHED_AUDIT_INTERVAL_S: Final = 1.0
 _DOT_SEGMENTS: Final = frozenset({".", "..", "%2e", "%2e%2e", ".%2e", "%2e."})
 _CONVERSATION: Final = re.compile(r"[A-Za-z0-9._:~-]{1,128}")
 _TRACEPARENT: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -229,6 +232,10 @@ class Gateway:
         self._generic = Dialect(stores.bindings, runtime.config.limits.max_json_depth)
         #: The approval gate (set by the app once the inbox exists; None: no holds).
         self.gate: Gate | None = None
+        self._max_in_flight = runtime.config.limits.max_in_flight
+        self._in_flight = 0
+        self._shed_count = 0
+        self._shed_audited_at = float("-inf")
 
     @staticmethod
     def _build_dialects(
@@ -304,6 +311,48 @@ class Gateway:
         return self._freshness_floor
 
     # ------------------------------------------------------------------ entry
+    # ------------------------------------------------------------- admission
+    async def admitted(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Run ``handler`` unless this process already serves ``limits.max_in_flight``
+        requests (X06): then shed it at once, 503 ``overloaded`` with
+        ``Retry-After``, before any parsing, crypto or store access. A shed request
+        gets no audit event of its own (the flood would write the log): one
+        ``request.shed`` event per :data:`SHED_AUDIT_INTERVAL_S` counts them."""
+        if self._in_flight >= self._max_in_flight:
+            return await self._shed(request)
+        self._in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _shed(self, request: web.Request) -> web.Response:
+        error = Overloaded(f"{self._in_flight} requests in flight", retry_after=1)
+        self.metrics.requests.labels("rejected", error.code).inc()
+        self._shed_count += 1
+        now = self._clock()
+        if now - self._shed_audited_at >= SHED_AUDIT_INTERVAL_S:
+            count, self._shed_count, self._shed_audited_at = self._shed_count, 0, now
+            try:
+                await self.recorder.event(
+                    ts=int(now * 1000), event="request.shed", outcome="rejected",
+                    reason=error.code, request_id="shed", peer=None, artifact_sha256=None,
+                    detail=f"{count} requests shed (limits.max_in_flight={self._max_in_flight})",
+                )  # fmt: skip
+            except StoreUnavailable:
+                log.error("audit log unavailable while shedding load")
+        rendered = self._generic.render(
+            error, call=None, trace_id=secrets.token_hex(16), http_method=request.method,
+            path=request.raw_path.partition("?")[0],
+        )  # fmt: skip
+        return web.Response(
+            status=rendered.status,
+            headers={"Content-Type": rendered.content_type, "Retry-After": "1"},
+            body=rendered.body,
+        )
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ctx = self.context(request)
         try:

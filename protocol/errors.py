@@ -24,7 +24,8 @@ the caller (``public()`` omits it).
     +-- IntegrityError (422)            chain_break, head_mismatch, seq_violation, binding_mismatch
     +-- RateLimited (429)               too_many_connections
     +-- BadGateway (502), GatewayTimeout (504)   upstream_error, upstream_timeout
-    +-- Unavailable (503)               store_unavailable, audit_unavailable, circuit_open
+    +-- Unavailable (503)               store_unavailable, audit_unavailable, circuit_open,
+    |                                   overloaded
     +-- ConfigurationError (500)        invalid_key, insecure_key_file, invalid_config
 
 The statuses follow the table in ``research/security.md`` §1. ``keys/`` sits
@@ -96,6 +97,7 @@ __all__ = [
     "OidcLoginFailed",
     "OriginRejected",
     "OutOfOrder",
+    "Overloaded",
     "PayloadTooLarge",
     "PolicyDenied",
     "RateLimited",
@@ -664,6 +666,13 @@ class Unavailable(BatonError):
     http_status = 503
     public_message = "service unavailable"
     retryable = True
+
+
+class Overloaded(Unavailable):
+    """This gateway process already serves its most requests at once (X06); shed."""
+
+    code = "overloaded"
+    public_message = "overloaded"
 
 
 class StoreUnavailable(Unavailable):

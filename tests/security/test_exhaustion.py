@@ -50,6 +50,7 @@ from tests.security.conftest import (
     raw_signed,
     shutdown,
 )
+from tests.security.faultkit import until
 from tests.security.invariants import Result, assert_rejected
 
 PATH = "/u/billing/mcp"
@@ -465,6 +466,45 @@ async def test_flood_from_one_identity_is_limited_others_are_not(
         )
         assert status == 200, answer
     finally:
+        await shutdown(gw)
+
+
+@pytest.mark.threat("X06")
+async def test_a_process_at_its_in_flight_cap_sheds_with_503_and_samples_the_audit(
+    tmp_path: Path,
+) -> None:
+    """``[limits] max_in_flight = 2``: two requests held at the upstream fill the
+    process; every other one is answered 503 ``overloaded`` with ``Retry-After``
+    at once (none reaches the upstream, none costs an audit event of its own:
+    one ``request.shed`` event counts them); once the two finish, requests
+    pass again."""
+    gw = await launch(tmp_path, extra="[limits]\nmax_in_flight = 2\n")
+    gw.upstream.hold = asyncio.Event()
+    try:
+        held = [asyncio.create_task(gw.send("support", PATH, rpc("tools/list"))) for _ in range(2)]
+
+        async def both_arrived() -> bool:
+            return len(gw.upstream.received) == 2
+
+        await until(both_arrived, timeout=WAIT_S, what="two requests at the upstream")
+        audit_before = len(await gw.stores.audit.read(limit=100_000))
+        shed = [await gw.send("support", PATH, rpc("tools/list")) for _ in range(5)]
+        for status, headers, body in shed:
+            assert status == 503, body
+            assert json.loads(body)["error"]["data"]["code"] == "overloaded"
+            assert headers["Retry-After"] == "1"
+        assert len(gw.upstream.received) == 2
+        events = (await gw.stores.audit.read(limit=100_000))[audit_before:]
+        assert [(e.event, e.reason) for e in events] == [("request.shed", "overloaded")]
+        assert events[0].detail is not None and events[0].detail.startswith("1 requests shed")
+        gw.upstream.hold.set()
+        assert [(await task)[0] for task in held] == [200, 200]
+        status, _, answer = await gw.send("support", PATH, rpc("tools/list"))
+        assert status == 200, answer
+        rejected = gw.metrics.requests.labels(outcome="rejected", code="overloaded")
+        assert rejected._value.get() == 5
+    finally:
+        gw.upstream.hold.set()
         await shutdown(gw)
 
 
