@@ -133,7 +133,10 @@ def _supervise(config_path: Path, workers: int, log_level: str) -> int:
                "--worker", "--log-level", log_level]  # fmt: skip
     children = [subprocess.Popen(command, env=env) for _ in range(workers)]  # noqa: S603
 
+    stopping: list[int] = []  # the signals forwarded to the workers
+
     def forward(signum: int, _frame: object) -> None:
+        stopping.append(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
@@ -143,13 +146,16 @@ def _supervise(config_path: Path, workers: int, log_level: str) -> int:
     status = 0
     try:
         while children:
-            pid, code = os.wait()
+            pid, wait_status = os.wait()
             exited = [child for child in children if child.pid == pid]
             if not exited:
                 continue
             children.remove(exited[0])
-            exited[0].returncode = code
-            if code != 0 and status == 0:
+            exited[0].returncode = code = os.waitstatus_to_exitcode(wait_status)
+            # A worker still starting when the stop came has no handler yet and
+            # dies of the forwarded signal itself: that is a stop, not a failure.
+            stopped = code < 0 and -code in stopping
+            if code != 0 and not stopped and status == 0:
                 status = 1
                 forward(signal.SIGTERM, None)  # one worker failed: stop the unit
     finally:

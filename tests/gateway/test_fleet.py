@@ -307,6 +307,34 @@ async def test_two_workers_share_the_port_and_metrics(
         assert served.stop() == 0
 
 
+async def test_a_stop_while_workers_are_still_starting_is_a_clean_exit(
+    home: tuple[DataFolder, RecordingUpstream, Path],
+) -> None:
+    """SIGTERM as soon as the supervisor has forked its workers, while they are
+    still importing and loading keys (no signal handler yet): they die of the
+    forwarded signal, and that is a stop, exit 0, not a worker failure (CI saw
+    ``--workers 2`` exit 1 when one worker was still starting)."""
+    folder, upstream, _ = home
+    port, admin_port = free_port(), free_port()
+    write_config(folder, port=port, admin_port=admin_port, upstream_port=upstream.port)
+    served = Served(folder, serve(folder, workers=2), port, admin_port)
+
+    def children() -> list[str]:
+        return subprocess.run(
+            ["pgrep", "-P", str(served.process.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+
+    async def forked() -> bool:
+        if served.process.poll() is not None:
+            raise AssertionError(f"baton serve exited with {served.process.returncode}")
+        return len(children()) == 2
+
+    try:
+        await wait_until(forked, what="two workers forked")
+    finally:
+        assert served.stop() == 0
+
+
 async def test_sigterm_drains_the_in_flight_request(
     home: tuple[DataFolder, RecordingUpstream, Path],
 ) -> None:
