@@ -363,6 +363,13 @@ class QueueConfig(_Section):
     #: public addresses unless in ``gateway.webhook_trusted_networks``). Empty:
     #: no pushes; the agent polls ``GetTask`` or streams ``SubscribeToTask``.
     webhook_hosts: list[str] = Field(default_factory=list, max_length=256)
+    #: Escalations each agent may send to this queue per window, beside its own
+    #: rate limit (H11: a flood of handoffs buries the reviewers). Over it: 429.
+    #: None: only the agent's rate limit counts.
+    agent_escalations: RateLimitConfig | None = None
+    #: Escalations all agents together may send to this queue per window (what
+    #: its reviewers can take). Over it: 429. None: no queue-wide quota.
+    queue_escalations: RateLimitConfig | None = None
 
 
 class OperatorConfig(_Section):

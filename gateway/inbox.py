@@ -52,6 +52,7 @@ from protocol.errors import (
     Conflict,
     InvalidRequest,
     PolicyDenied,
+    RateLimited,
     TaskNotFound,
     UnsafeWebhook,
 )
@@ -186,6 +187,7 @@ class Inbox:
             queue = self._queue(name, agent.name, escalating=escalating)
             ctx.upstream = f"inbox:{queue.name}"
             if escalating:
+                await self._escalation_quota(agent.identity, queue, now)
                 result = await self._escalate(ctx, agent.identity, queue, body, now)
             elif call.method == "SendMessage":
                 result = await self._acknowledge(
@@ -213,6 +215,27 @@ class Inbox:
         )
 
     # -------------------------------------------------------------- escalate
+    async def _escalation_quota(self, origin: str, queue: QueueConfig, now: float) -> None:
+        """``agent_escalations`` (per agent) and ``queue_escalations`` (all agents):
+        counted fleet-wide before anything is read or stored (H11); retries count
+        too. The per-agent quota is counted first, so one agent's flood is refused
+        there without spending the queue-wide budget."""
+        quotas = (
+            (queue.agent_escalations, f"escalate:{queue.name}:{origin}", f"{origin}: over"),
+            (queue.queue_escalations, f"escalate:{queue.name}", "queue over"),
+        )
+        for limit, key, who in quotas:
+            if limit is None:
+                continue
+            decision = await self._gateway.stores.rates.hit(
+                key, limit=limit.requests, window_s=limit.window_s, now=now
+            )
+            if not decision.allowed:
+                raise RateLimited(
+                    f"{who} {limit.requests} escalations per {limit.window_s}s to {queue.name}",
+                    retry_after=max(1, round(decision.retry_after_s + 0.5)),
+                )
+
     def _params(self, body: bytes) -> dict[str, Any]:
         """``params`` of a ``SendMessage``, which must carry a message with parts."""
         value = loads(body, max_bytes=len(body), max_depth=self._max_depth)

@@ -526,8 +526,13 @@ async def test_a_decision_is_used_once_by_its_own_operator(
 # --------------------------------------------------------------------------- H11
 @pytest.mark.threat("H11")
 async def test_a_handoff_flood_is_refused_429(tmp_path: Path) -> None:
+    """The agent's own rate limit counts escalations. The gateway's clock is
+    held at one instant: the flood cannot straddle a window boundary."""
     limited = EXTRA + "\n[rate_limit]\nrequests = 6\nwindow_s = 600\n"
-    async with start_fleet(tmp_path, extra=limited, operators=OPERATORS) as fleet:
+    instant = float(int(time.time()))
+    async with start_fleet(
+        tmp_path, extra=limited, operators=OPERATORS, clock=lambda: instant
+    ) as fleet:
         await converse(fleet, "ctx-h11", turns=1)  # 2 requests: card, message
         statuses = []
         for i in range(4):
@@ -540,6 +545,43 @@ async def test_a_handoff_flood_is_refused_429(tmp_path: Path) -> None:
         )  # fmt: skip
         assert int(answer.headers["retry-after"]) > 0
         assert len(await fleet.stores.inbox.list(QUEUE)) == 4
+
+
+@pytest.mark.threat("H11")
+async def test_queue_quotas_limit_escalations_beside_the_agents_rate_limit(
+    tmp_path: Path,
+) -> None:
+    """``agent_escalations`` 2 and ``queue_escalations`` 3 per 600 s on the
+    queue: ``support``'s third escalation is 429 (nothing created, one audit
+    event) while ``other`` may still escalate; the queue's fourth escalation, by
+    anyone, is 429; the other queue is not limited."""
+    allowed = 'escalate_from = ["support", "other"]\n'
+    quotas = (
+        "agent_escalations = { requests = 2, window_s = 600 }\n"
+        "queue_escalations = { requests = 3, window_s = 600 }\n"
+    )
+    extra = EXTRA.replace(allowed, allowed + quotas)
+    assert extra != EXTRA
+    instant = float(int(time.time()))
+    async with start_fleet(
+        tmp_path, extra=extra, operators=OPERATORS, clock=lambda: instant
+    ) as fleet:
+        await converse(fleet, "ctx-quota", turns=1)
+        await converse(fleet, "ctx-quota-other", turns=1, agent="other")
+        for i in range(2):
+            assert (await escalate(fleet, "support", f"q-{i}", "ctx-quota")).status_code == 200
+        answer = await assert_refused(
+            fleet, escalate(fleet, "support", "q-x", "ctx-quota"), status=429, code="rate_limited"
+        )
+        assert int(answer.headers["retry-after"]) > 0
+        assert (await escalate(fleet, "other", "q-o1", "ctx-quota-other")).status_code == 200
+        await assert_refused(
+            fleet, escalate(fleet, "other", "q-o2", "ctx-quota-other"), status=429,
+            code="rate_limited",
+        )  # fmt: skip
+        assert len(await fleet.stores.inbox.list(QUEUE)) == 3
+        elsewhere = await escalate(fleet, "support", "q-d", "ctx-quota", queue=OTHER_QUEUE)
+        assert elsewhere.status_code == 200
 
 
 # --------------------------------------------------------------------------- H12
