@@ -60,14 +60,14 @@ def operator_context(*, cert_file: Path, key_file: Path) -> ssl.SSLContext:
     and no client certificate (people sign each command with their own key)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
-    # No client certificate is asked for, deliberately. People hold no fleet
-    # certificate and a browser would prompt for one; the server still proves
-    # itself with the gateway's certificate. Each request is authenticated above
-    # TLS instead: by the operator's signed command (protocol/operator.py:
-    # signature, audience, freshness, single-use nonce) and, for the web inbox,
-    # also by its login session (gateway/web/sessions.py). This is the default
-    # of a PROTOCOL_TLS_SERVER context, written out so that it is reviewed.
-    context.verify_mode = ssl.CERT_NONE  # server side: no client cert requested (above)
+    # No client certificate is asked for, deliberately: the verify mode is left
+    # at the server context's default, which requests none (pinned by
+    # tests/gateway/test_tls_contexts.py). People hold no fleet certificate and
+    # a browser would prompt for one; the server still proves itself with the
+    # gateway's certificate. Each request is authenticated above TLS instead:
+    # by the operator's signed command (protocol/operator.py: signature,
+    # audience, freshness, single-use nonce) and, for the web inbox, also by
+    # its login session (gateway/web/sessions.py).
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.set_alpn_protocols(["http/1.1"])
     _load_chain(context, cert_file, key_file)
