@@ -86,9 +86,12 @@ __all__ = [
     "VERSION_HEADER",
     "decode_header_value",
     "filter_listing",
+    "keep_allowed",
+    "listing_items",
     "mcp_session_id",
     "mrtr_request_state",
     "mrtr_result_state",
+    "parse_listing",
     "parse_mcp",
     "render_input_required",
     "render_mcp_error",
@@ -587,30 +590,54 @@ def filter_listing(
 
     An agent is never offered a tool it may not call (least privilege: a model
     that does not see a tool cannot be talked into calling it). ``message`` is
-    one JSON-RPC response (a JSON body or one SSE event's data). A successful
-    answer of another shape, and an error answer, are left alone (None). One
-    that Baton's strict parser refuses is :class:`BadGateway`: passed on, a
-    lenient client could read it differently (a duplicated ``tools`` member:
-    Python's ``json`` keeps the last) and see what the filter would remove.
+    one JSON-RPC response (a JSON body or one SSE event's data), read by
+    :func:`parse_listing`; :func:`keep_allowed` does the filtering.
     """
-    spec = LIST_TARGETS.get(method)
-    if spec is None:
+    if method not in LIST_TARGETS:
         return None
-    member, kind, key = spec
+    value = parse_listing(method, message, max_depth=max_depth)
+    if not keep_allowed(method, value, allowed):
+        return None
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def parse_listing(method: str, message: bytes, *, max_depth: int) -> Any:
+    """One answer of the listing ``method``, parsed strictly.
+
+    One that Baton's strict parser refuses is :class:`BadGateway`: passed on,
+    a lenient client could read it differently (a duplicated ``tools`` member:
+    Python's ``json`` keeps the last) and see what a filter would remove.
+    """
     try:
-        value = loads(message, max_bytes=len(message), max_depth=max_depth)
+        return loads(message, max_bytes=len(message), max_depth=max_depth)
     except KeysError as exc:
         raise BadGateway(f"{method} answer is not strict JSON: {exc}") from exc
+
+
+def listing_items(method: str, value: Any) -> list[Any] | None:
+    """The entries (``result.tools`` etc.) of a parsed answer of ``method``; None
+    for an answer of another shape (an error answer, a notification)."""
+    member = LIST_TARGETS[method][0]
     result = value.get("result") if isinstance(value, dict) else None
     if not isinstance(result, dict) or not isinstance(result.get(member), list):
         return None
     items: list[Any] = result[member]
+    return items
+
+
+def keep_allowed(method: str, value: Any, allowed: Callable[[str, str], bool]) -> bool:
+    """Remove from the parsed answer ``value`` the entries ``allowed(kind, name)``
+    refuses (and any that is not an entry); True when something was removed."""
+    items = listing_items(method, value)
+    if items is None:
+        return False
+    _, kind, key = LIST_TARGETS[method]
     kept = [
         item
         for item in items
         if isinstance(item, dict) and isinstance(item.get(key), str) and allowed(kind, item[key])
     ]
     if len(kept) == len(items):
-        return None
-    result[member] = kept
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        return False
+    items[:] = kept
+    return True

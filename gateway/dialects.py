@@ -319,10 +319,8 @@ class McpDialect(Dialect):
         if status >= 400 or not body:
             return body
         await self._bind_result_state(call, body, caller, upstream, now)
-        filtered = self._filtered(call, body, caller, upstream)
-        shown = body if filtered is None else filtered
-        unchanged = await self._unchanged_tools(call, shown, caller, upstream, now)
-        return shown if unchanged is None else unchanged
+        shown = await self._listing(call, body, caller, upstream, now)
+        return body if shown is None else shown
 
     async def on_event(
         self, call: Call, event: bytes, *, caller: str, upstream: str, now: float
@@ -332,30 +330,41 @@ class McpDialect(Dialect):
         if not data:
             return event
         await self._bind_result_state(call, data, caller, upstream, now)
-        filtered = self._filtered(call, data, caller, upstream)
-        shown = data if filtered is None else filtered
-        unchanged = await self._unchanged_tools(call, shown, caller, upstream, now)
-        if unchanged is not None:
-            return with_data(event, unchanged)
-        return event if filtered is None else with_data(event, filtered)
+        shown = await self._listing(call, data, caller, upstream, now)
+        return event if shown is None else with_data(event, shown)
 
-    async def _unchanged_tools(
+    async def _listing(
         self, call: Call, message: bytes, caller: str, upstream: str, now: float
     ) -> bytes | None:
-        """A ``tools/list`` answer without the tools whose definition differs
-        from its pin (I04), pinning the new ones; None when nothing was removed."""
-        if call.method != "tools/list" or upstream not in self._pinned:
+        """A listing answer as ``caller`` may see it, parsed once: without the
+        targets it may not use (ADR 0012) and, from a pinned upstream, without
+        the tools whose definition differs from its pin (I04, pinning new
+        ones). None when nothing was removed. An answer the strict parser
+        refuses is a 502, never passed on unfiltered or unpinned."""
+        if call.method not in mcp.LIST_TARGETS:
             return None
-        try:
-            value = loads(message, max_bytes=len(message), max_depth=self._max_depth)
-        except KeysError as exc:
-            # Fail closed: an answer the pins cannot read must not pass unpinned
-            # (the upstream is the party this defends against).
-            raise BadGateway(f"{upstream}: tools/list answer is not strict JSON: {exc}") from exc
-        result = value.get("result") if isinstance(value, dict) else None
-        if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
-            return None  # an error answer, or a notification on the stream
-        tools: list[Any] = result["tools"]
+        name = self._names.get(caller)
+        pinning = call.method == "tools/list" and upstream in self._pinned
+        if name is None and not pinning:
+            return None
+        value = mcp.parse_listing(call.method, message, max_depth=self._max_depth)
+        removed = False
+        if name is not None:
+
+            def allowed(kind: str, target: str) -> bool:
+                return self._policy.allows(name, upstream, _USE_METHOD[kind], kind, target)
+
+            removed = mcp.keep_allowed(call.method, value, allowed)
+        if pinning:
+            removed = await self._drop_changed_tools(value, caller, upstream, now) or removed
+        return _compact(value) if removed else None
+
+    async def _drop_changed_tools(self, value: Any, caller: str, upstream: str, now: float) -> bool:
+        """Remove from a parsed ``tools/list`` answer the tools whose definition
+        differs from its pin, pinning the new ones; True when one was removed."""
+        tools = mcp.listing_items("tools/list", value)
+        if tools is None:
+            return False  # an error answer, or a notification on the stream
         kept = []
         for tool in tools:
             if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
@@ -370,9 +379,9 @@ class McpDialect(Dialect):
             if seen.first and self._on_tool_changed is not None:
                 await self._on_tool_changed(upstream, tool["name"], seen, caller)
         if len(kept) == len(tools):
-            return None
-        result["tools"] = kept
-        return _compact(value)
+            return False
+        tools[:] = kept
+        return True
 
     async def _bind_result_state(
         self, call: Call, message: bytes, caller: str, upstream: str, now: float
@@ -384,20 +393,6 @@ class McpDialect(Dialect):
         if state is not None:
             key = _handle_key(upstream, _state_key(state, call))
             await self._bind("mrtr-state", key, caller, REQUEST_STATE_TTL_S, now)
-
-    def _filtered(self, call: Call, message: bytes, caller: str, upstream: str) -> bytes | None:
-        """A listing answer without the targets ``caller`` may not use (ADR 0012)."""
-        if call.method not in mcp.LIST_TARGETS:
-            return None
-        name = self._names.get(caller)
-        if name is None:
-            return None
-
-        def allowed(kind: str, target: str) -> bool:
-            method = _USE_METHOD[kind]
-            return self._policy.allows(name, upstream, method, kind, target)
-
-        return mcp.filter_listing(call.method, message, allowed, max_depth=self._max_depth)
 
     def render(
         self, error: BatonError, *, call: Call | None, trace_id: str, http_method: str, path: str
