@@ -52,7 +52,6 @@ from protocol.errors import (
     Conflict,
     InvalidRequest,
     PolicyDenied,
-    RateLimited,
     TaskNotFound,
     UnsafeWebhook,
 )
@@ -220,21 +219,16 @@ class Inbox:
         counted fleet-wide before anything is read or stored (H11); retries count
         too. The per-agent quota is counted first, so one agent's flood is refused
         there without spending the queue-wide budget."""
-        quotas = (
-            (queue.agent_escalations, f"escalate:{queue.name}:{origin}", f"{origin}: over"),
-            (queue.queue_escalations, f"escalate:{queue.name}", "queue over"),
-        )
-        for limit, key, who in quotas:
-            if limit is None:
-                continue
-            decision = await self._gateway.stores.rates.hit(
-                key, limit=limit.requests, window_s=limit.window_s, now=now
-            )
-            if not decision.allowed:
-                raise RateLimited(
-                    f"{who} {limit.requests} escalations per {limit.window_s}s to {queue.name}",
-                    retry_after=max(1, round(decision.retry_after_s + 0.5)),
-                )
+        if queue.agent_escalations is not None:
+            await self._gateway.limit(
+                f"escalate:{queue.name}:{origin}", queue.agent_escalations, now,
+                who=f"{origin} escalating to {queue.name}",
+            )  # fmt: skip
+        if queue.queue_escalations is not None:
+            await self._gateway.limit(
+                f"escalate:{queue.name}", queue.queue_escalations, now,
+                who=f"escalations to {queue.name}",
+            )  # fmt: skip
 
     def _params(self, body: bytes) -> dict[str, Any]:
         """``params`` of a ``SendMessage``, which must carry a message with parts."""

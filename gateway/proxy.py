@@ -47,6 +47,7 @@ from multidict import CIMultiDict
 
 from adapters.jsonrpc import Call
 from adapters.sse import EventSplitter, is_event_stream
+from gateway.config import RateLimitConfig
 from gateway.dialects import Dialect, ToolChangedHook, dialect_for
 from gateway.metrics import Metrics
 from gateway.recorder import Recorder
@@ -541,13 +542,17 @@ class Gateway:
 
     async def rate_limit(self, agent: AgentPolicy, now: float) -> None:
         """The caller's rate limit (429 + ``Retry-After``), fleet-wide on Redis."""
-        rate = agent.rate_limit
+        await self.limit(agent.identity, agent.rate_limit, now, who=agent.name)
+
+    async def limit(self, key: str, rate: RateLimitConfig, now: float, *, who: str) -> None:
+        """Count one hit on ``key`` against ``rate``; :class:`RateLimited` (with
+        ``Retry-After``) over it. ``who`` names the limit in the internal reason."""
         decision = await self.stores.rates.hit(
-            agent.identity, limit=rate.requests, window_s=rate.window_s, now=now
+            key, limit=rate.requests, window_s=rate.window_s, now=now
         )
         if not decision.allowed:
             raise RateLimited(
-                f"{agent.name}: over {rate.requests} per {rate.window_s}s",
+                f"{who}: over {rate.requests} per {rate.window_s}s",
                 retry_after=max(1, round(decision.retry_after_s + 0.5)),
             )
 
