@@ -401,6 +401,7 @@ async def test_one_address_cannot_hold_hundreds_of_connections(gw: SecGateway) -
     ones makes room again."""
     cap = 128
     opened: list[Raw] = []
+    audited = len(await gw.stores.audit.read(limit=100_000))
     try:
         for _ in range(256):
             opened.append(await Raw.open(gw))
@@ -432,6 +433,9 @@ async def test_one_address_cannot_hold_hundreds_of_connections(gw: SecGateway) -
     assert gw.upstream.received == []
     rejected = gw.metrics.requests.labels(outcome="rejected", code="too_many_connections")
     assert rejected._value.get() == refusals
+    # Refusals are counted, never audited: the one new event is the late 401's.
+    events = (await gw.stores.audit.read(limit=100_000))[audited:]
+    assert [e.reason for e in events] == ["signature_missing"]
 
 
 # -------------------------------------------------------------------------- X06

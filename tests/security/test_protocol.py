@@ -531,6 +531,7 @@ async def test_a_foreign_host_on_the_operator_listener_is_421(tmp_path: Path) ->
     ):
         own = await browser.get(fleet.operator_url + "/inbox/login")
         assert own.status_code == 200, own.status_code
+        audited = len(await fleet.audit_events())
         for path in (
             "/inbox/login",
             "/inbox/",
@@ -551,6 +552,8 @@ async def test_a_foreign_host_on_the_operator_listener_is_421(tmp_path: Path) ->
             json={"operator": "alice", "password": "wrong"},
         )
         assert rebound.status_code == 421, rebound.status_code
+        # Refused before any handler: no login attempt was counted or audited.
+        assert len(await fleet.audit_events()) == audited
 
 
 def _ca_context(fleet: Fleet) -> ssl.SSLContext:
