@@ -3,7 +3,7 @@
 aiohttp accepts every connection it is offered; an idle keep-alive connection
 costs a file descriptor, TLS state and a handler until ``idle_timeout_s``.
 One address opening hundreds of them starves everyone else. :class:`CappedSite`
-is :class:`aiohttp.web.TCPSite` with two additions:
+works as :class:`aiohttp.web.TCPSite` does, with two additions:
 
 * each accepted connection is counted against its peer address
   (:class:`AddressCounts`); one over ``per_address`` is answered with a
@@ -12,8 +12,8 @@ is :class:`aiohttp.web.TCPSite` with two additions:
 * with TLS, a handshake must finish within ``handshake_timeout_s`` (asyncio's
   default is 60 s), which bounds the connections that never become HTTP.
 
-Invariants: ``AddressCounts.held(a)`` equals the number of open connections
-from ``a`` admitted by this site; a refused connection never reaches the
+Invariants: an :class:`AddressCounts` holds, per address, the number of open
+connections from it that this site admitted; a refused connection never reaches the
 handler and is not counted; the count is per process (with
 ``workers > 1`` or ``reuse_port`` each process has its own). With TLS the
 count starts when the handshake completes (asyncio gives the application
@@ -75,9 +75,6 @@ class AddressCounts:
             self._held[address] = held
         else:
             self._held.pop(address, None)
-
-    def held(self, address: str) -> int:
-        return self._held.get(address, 0)
 
 
 class _Counted(asyncio.Protocol):
@@ -151,7 +148,7 @@ class CappedSite(web.BaseSite):
         self._reuse_port = reuse_port
         self._handshake_timeout_s = handshake_timeout_s
         self._on_refused = refused
-        self.counts = AddressCounts(per_address)
+        self._counts = AddressCounts(per_address)
 
     @property
     def name(self) -> str:
@@ -163,7 +160,7 @@ class CappedSite(web.BaseSite):
         server = self._runner.server
         if server is None:  # pragma: no cover - BaseSite checked it at construction
             raise RuntimeError("the runner was cleaned up before its site started")
-        counts, refused = self.counts, self._on_refused
+        counts, refused = self._counts, self._on_refused
 
         def protocol() -> asyncio.Protocol:
             return _Counted(server(), counts, refused)
